@@ -1,0 +1,353 @@
+package pbft
+
+import (
+	"fmt"
+
+	"github.com/pbftkit/pbft/crypto"
+)
+
+// Signer signs the messages of one node (a replica or a client).
+type Signer interface {
+	Sign(t MsgType, from uint32, body []byte) []byte
+}
+
+// KeyRing checks signatures against the cluster's public keys.
+type KeyRing interface {
+	// VerifyReplica reports whether sig is replica id's signature over (t, body).
+	VerifyReplica(id ReplicaID, t MsgType, body, sig []byte) bool
+	// VerifyClient reports whether sig is client id's signature over (t, body); false for
+	// unknown clients.
+	VerifyClient(id ClientID, t MsgType, body, sig []byte) bool
+}
+
+// KeySigner signs with a crypto.PrivateKey, domain-separated by cluster, type and sender.
+type KeySigner struct {
+	Cluster string
+	Key     *crypto.PrivateKey
+}
+
+// Sign implements Signer.
+func (s *KeySigner) Sign(t MsgType, from uint32, body []byte) []byte {
+	return s.Key.Sign(crypto.Domain{Cluster: s.Cluster, Type: uint8(t), Signer: from}, body)
+}
+
+// PublicKeyRing verifies with the cluster's configured public keys.
+type PublicKeyRing struct {
+	Cluster  string
+	Replicas []*crypto.PublicKey
+	Clients  map[ClientID]*crypto.PublicKey
+}
+
+// VerifyReplica implements KeyRing.
+func (k *PublicKeyRing) VerifyReplica(id ReplicaID, t MsgType, body, sig []byte) bool {
+	if int(id) >= len(k.Replicas) {
+		return false
+	}
+	return k.Replicas[id].Verify(crypto.Domain{Cluster: k.Cluster, Type: uint8(t), Signer: uint32(id)}, body, sig)
+}
+
+// VerifyClient implements KeyRing.
+func (k *PublicKeyRing) VerifyClient(id ClientID, t MsgType, body, sig []byte) bool {
+	pk, ok := k.Clients[id]
+	if !ok {
+		return false
+	}
+	return pk.Verify(crypto.Domain{Cluster: k.Cluster, Type: uint8(t), Signer: uint32(id)}, body, sig)
+}
+
+// Sign builds a Signed message from body, signed by from.
+func Sign(s Signer, t MsgType, from uint32, body any) Signed {
+	b := Marshal(body)
+	return Signed{Type: t, From: from, Body: b, Sig: s.Sign(t, from, b)}
+}
+
+// VerifiedCache remembers signed messages whose signature already verified, keyed by
+// the digest of their body and signature, so a request seen alone and again inside a
+// pre-prepare (or a retransmitted vote) is verified once. Implementations used by
+// concurrent verifiers must be safe for concurrent use.
+type VerifiedCache interface {
+	Verified(key crypto.Digest) bool
+	Add(key crypto.Digest)
+}
+
+// Verifier turns a decoded Envelope into a verified Message: it decodes every body with
+// the limits, checks structure, and checks every signature, nested ones included. It is
+// stateless apart from its optional cache, so many goroutines may share one.
+type Verifier struct {
+	Keys   KeyRing
+	N      int
+	Limits Limits
+	Cache  VerifiedCache // optional
+}
+
+func cacheKey(s *Signed) crypto.Digest {
+	var hdr [5]byte
+	hdr[0] = byte(s.Type)
+	hdr[1], hdr[2], hdr[3], hdr[4] = byte(s.From>>24), byte(s.From>>16), byte(s.From>>8), byte(s.From)
+	return crypto.Hash(hdr[:], s.Body, s.Sig)
+}
+
+func (v *Verifier) checkSig(s *Signed) error {
+	var key crypto.Digest
+	if v.Cache != nil {
+		key = cacheKey(s)
+		if v.Cache.Verified(key) {
+			return nil
+		}
+	}
+	var ok bool
+	if s.Type == MsgRequest {
+		ok = v.Keys.VerifyClient(ClientID(s.From), s.Type, s.Body, s.Sig)
+	} else {
+		if int(s.From) >= v.N {
+			return malformed("%s from unknown replica %d", s.Type, s.From)
+		}
+		ok = v.Keys.VerifyReplica(ReplicaID(s.From), s.Type, s.Body, s.Sig)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s from %d", ErrBadSignature, s.Type, s.From)
+	}
+	if v.Cache != nil {
+		v.Cache.Add(key)
+	}
+	return nil
+}
+
+// ErrBadSignature is returned for a signature that does not verify under the sender's key.
+var ErrBadSignature = fmt.Errorf("bad signature")
+
+// Open verifies e and returns its typed message. Any error means the message must be
+// dropped (and counted); it never panics on any input.
+func (v *Verifier) Open(e *Envelope) (Message, error) {
+	if len(e.Batch) > 0 && e.Msg.Type != MsgPrePrepare {
+		return nil, malformed("%s carries a batch", e.Msg.Type)
+	}
+	if e.Msg.Type == MsgReply {
+		return nil, malformed("reply sent to a replica")
+	}
+	m, err := v.open(&e.Msg)
+	if err != nil {
+		return nil, err
+	}
+	if pp, ok := m.(*PrePrepareMsg); ok {
+		if len(e.Batch) > v.Limits.MaxBatchRequests {
+			return nil, malformed("batch of %d requests exceeds limit %d", len(e.Batch), v.Limits.MaxBatchRequests)
+		}
+		pp.Batch = make([]*RequestMsg, len(e.Batch))
+		digests := make([]crypto.Digest, len(e.Batch))
+		for i := range e.Batch {
+			if e.Batch[i].Type != MsgRequest {
+				return nil, malformed("pre-prepare batch entry %d is a %s", i, e.Batch[i].Type)
+			}
+			rm, err := v.open(&e.Batch[i])
+			if err != nil {
+				return nil, fmt.Errorf("pre-prepare v=%d n=%d request %d: %w", pp.PrePrepare.View, pp.PrePrepare.Seq, i, err)
+			}
+			pp.Batch[i] = rm.(*RequestMsg)
+			digests[i] = pp.Batch[i].Digest
+		}
+		if BatchDigest(digests) != pp.PrePrepare.Digest {
+			return nil, malformed("pre-prepare v=%d n=%d: batch does not match digest", pp.PrePrepare.View, pp.PrePrepare.Seq)
+		}
+		pp.HasBatch = true
+	}
+	return m, nil
+}
+
+// OpenReply decodes a REPLY for a client. Replies carry no signature: the client's
+// authenticated channel names the sender, which the caller passes as from.
+func OpenReply(s *Signed, from ReplicaID, lim Limits) (*ReplyMsg, error) {
+	if s.Type != MsgReply {
+		return nil, malformed("expected reply, got %s", s.Type)
+	}
+	if s.From != uint32(from) {
+		return nil, malformed("reply names replica %d but came from %d", s.From, from)
+	}
+	var r Reply
+	if err := unmarshalCanonical(s.Body, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Result) > lim.MaxResultBytes {
+		return nil, malformed("reply result of %d bytes exceeds limit %d", len(r.Result), lim.MaxResultBytes)
+	}
+	return &ReplyMsg{From: from, Reply: r}, nil
+}
+
+// open verifies one signed message (and the signed messages nested in it).
+func (v *Verifier) open(s *Signed) (Message, error) {
+	if len(s.Body) > v.Limits.MaxMessageBytes {
+		return nil, malformed("%s body too large", s.Type)
+	}
+	switch s.Type {
+	case MsgRequest:
+		var r Request
+		if err := unmarshalCanonical(s.Body, &r); err != nil {
+			return nil, err
+		}
+		if uint32(r.Client) != s.From {
+			return nil, malformed("request of client %d signed as %d", r.Client, s.From)
+		}
+		if len(r.Op) > v.Limits.MaxOpBytes {
+			return nil, malformed("request op of %d bytes exceeds limit %d", len(r.Op), v.Limits.MaxOpBytes)
+		}
+		if err := v.checkSig(s); err != nil {
+			return nil, err
+		}
+		return &RequestMsg{Signed: *s, Request: r, Digest: RequestDigest(s.Body)}, nil
+	case MsgPrePrepare:
+		var b PrePrepare
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &PrePrepareMsg{Signed: *s, PrePrepare: b}, nil
+	case MsgPrepare:
+		var b Prepare
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &PrepareMsg{Signed: *s, Prepare: b}, nil
+	case MsgCommit:
+		var b Commit
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &CommitMsg{Signed: *s, Commit: b}, nil
+	case MsgCheckpoint:
+		var b Checkpoint
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &CheckpointMsg{Signed: *s, Checkpoint: b}, nil
+	case MsgViewChange:
+		var b ViewChange
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		if err := v.checkViewChange(&b); err != nil {
+			return nil, fmt.Errorf("view-change from %d for v=%d: %w", s.From, b.NewView, err)
+		}
+		return &ViewChangeMsg{Signed: *s, ViewChange: b}, nil
+	case MsgNewView:
+		var b NewView
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		if len(b.ViewChanges) > v.Limits.MaxReplicas || len(b.PrePrepares) > v.Limits.MaxPrepared {
+			return nil, malformed("new-view v=%d too large", b.View)
+		}
+		vcs := make([]*ViewChangeMsg, len(b.ViewChanges))
+		for i := range b.ViewChanges {
+			if b.ViewChanges[i].Type != MsgViewChange {
+				return nil, malformed("new-view v=%d entry %d is a %s", b.View, i, b.ViewChanges[i].Type)
+			}
+			m, err := v.open(&b.ViewChanges[i])
+			if err != nil {
+				return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
+			}
+			vcs[i] = m.(*ViewChangeMsg)
+		}
+		pps := make([]*PrePrepareMsg, len(b.PrePrepares))
+		for i := range b.PrePrepares {
+			if b.PrePrepares[i].Type != MsgPrePrepare {
+				return nil, malformed("new-view v=%d pre-prepare %d is a %s", b.View, i, b.PrePrepares[i].Type)
+			}
+			m, err := v.open(&b.PrePrepares[i])
+			if err != nil {
+				return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
+			}
+			pps[i] = m.(*PrePrepareMsg)
+		}
+		return &NewViewMsg{Signed: *s, NewView: b, ViewChanges: vcs, PrePrepares: pps}, nil
+	case MsgStateRequest:
+		var b StateRequest
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &StateRequestMsg{Signed: *s, StateRequest: b}, nil
+	case MsgStateResponse:
+		var b StateResponse
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		if len(b.State) > v.Limits.MaxStateBytes {
+			return nil, malformed("state response of %d bytes exceeds limit %d", len(b.State), v.Limits.MaxStateBytes)
+		}
+		proof, err := v.openCheckpointProof(b.Seq, b.Proof)
+		if err != nil {
+			return nil, fmt.Errorf("state response n=%d: %w", b.Seq, err)
+		}
+		return &StateResponseMsg{Signed: *s, StateResponse: b, Proof: proof}, nil
+	default:
+		return nil, malformed("unexpected message type %s", s.Type)
+	}
+}
+
+// decodeSigned decodes a replica-signed body and checks its signature.
+func (v *Verifier) decodeSigned(s *Signed, body any) error {
+	if int(s.From) >= v.N {
+		return malformed("%s from unknown replica %d", s.Type, s.From)
+	}
+	if err := unmarshalCanonical(s.Body, body); err != nil {
+		return err
+	}
+	return v.checkSig(s)
+}
+
+// openCheckpointProof verifies a checkpoint proof's signatures and that its entries all
+// name checkpoint seq, from distinct replicas. Whether it holds 2f+1 matching digests is
+// the core's rule to check (it knows f).
+func (v *Verifier) openCheckpointProof(seq uint64, proof []Signed) ([]*CheckpointMsg, error) {
+	if len(proof) > v.Limits.MaxReplicas {
+		return nil, malformed("checkpoint proof of %d entries", len(proof))
+	}
+	out := make([]*CheckpointMsg, len(proof))
+	seen := make(map[uint32]bool, len(proof))
+	for i := range proof {
+		if proof[i].Type != MsgCheckpoint {
+			return nil, malformed("checkpoint proof entry %d is a %s", i, proof[i].Type)
+		}
+		if seen[proof[i].From] {
+			return nil, malformed("checkpoint proof counts replica %d twice", proof[i].From)
+		}
+		seen[proof[i].From] = true
+		m, err := v.open(&proof[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m.(*CheckpointMsg)
+		if out[i].Checkpoint.Seq != seq {
+			return nil, malformed("checkpoint proof entry %d is for n=%d, not %d", i, out[i].Checkpoint.Seq, seq)
+		}
+	}
+	return out, nil
+}
+
+func (v *Verifier) checkViewChange(b *ViewChange) error {
+	if _, err := v.openCheckpointProof(b.StableSeq, b.CheckpointProof); err != nil {
+		return err
+	}
+	if len(b.Prepared) > v.Limits.MaxPrepared {
+		return malformed("%d prepared certificates", len(b.Prepared))
+	}
+	for i := range b.Prepared {
+		c := &b.Prepared[i]
+		if c.PrePrepare.Type != MsgPrePrepare {
+			return malformed("prepared certificate %d has a %s", i, c.PrePrepare.Type)
+		}
+		if _, err := v.open(&c.PrePrepare); err != nil {
+			return err
+		}
+		if len(c.Prepares) > v.Limits.MaxReplicas {
+			return malformed("prepared certificate %d has %d prepares", i, len(c.Prepares))
+		}
+		for j := range c.Prepares {
+			if c.Prepares[j].Type != MsgPrepare {
+				return malformed("prepared certificate %d entry %d is a %s", i, j, c.Prepares[j].Type)
+			}
+			if _, err := v.open(&c.Prepares[j]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,33 @@
+// Package pbft is the protocol core: a deterministic PBFT replica (Castro & Liskov, OSDI
+// 1999, signature variant) written as a pure state machine in the style of etcd-io/raft.
+//
+// A Replica takes four kinds of input: a verified protocol message (Step), a client
+// request (also Step), a logical clock tick (Tick) and the application's result for a
+// batch it asked to execute (Executed). Everything it wants done comes back from Ready:
+// messages to send and to whom, records to persist before sending, batches to execute
+// in sequence order, and checkpoint state to restore. The package starts no goroutine
+// and touches no clock, socket, disk or logger; the runtime around it does all of that.
+// This is what lets the simulator drive thousands of seeded Byzantine runs and replay
+// any of them exactly.
+//
+// The driving loop of a runtime is:
+//
+//	for {
+//		select {
+//		case <-ticker.C:
+//			r.Tick()
+//		case frame := <-network:
+//			env, err := pbft.DecodeEnvelope(frame, limits)  // bounded, canonical
+//			msg, err := verifier.Open(env)                  // signatures, off the loop if you like
+//			r.Step(msg)
+//		}
+//		rd := r.Ready()
+//		persist(rd.Persist)          // before any message leaves
+//		send(rd.Messages)
+//		for _, b := range rd.Execute { r.Executed(execute(b)) }
+//	}
+//
+// Messages reach Step only after Verifier.Open accepted them: signature checks are pure
+// and parallel, so a runtime may run them on a worker pool; the core then enforces the
+// protocol rules (views, watermarks, quorums of distinct senders, digests).
+package pbft

@@ -1,0 +1,289 @@
+package pbft
+
+import "github.com/pbftkit/pbft/crypto"
+
+// onRequest handles a client request: the primary queues it for a batch, a backup
+// forwards it to the primary; one already executed gets its cached reply again.
+func (r *Replica) onRequest(m *RequestMsg) {
+	req := &m.Request
+	switch st, result := r.clients.lookup(req.Client, req.Timestamp); st {
+	case reqOld:
+		r.drop(m, "request timestamp already superseded")
+		return
+	case reqDone:
+		r.sendReply(req.Client, req.Timestamp, result)
+		return
+	case reqExecuting:
+		return
+	}
+	if !r.isPrimary() {
+		// PBFT §4.2: a backup relays the request to the primary it believes in.
+		r.sendTo(r.q.Primary(r.view), &Envelope{Msg: m.Signed})
+		return
+	}
+	if r.pendingSet[m.Digest] || r.inflight[m.Digest] {
+		return
+	}
+	r.pendingSet[m.Digest] = true
+	r.pending = append(r.pending, m)
+	r.maybePropose()
+}
+
+// maybePropose lets the primary assign sequence numbers to queued requests while the
+// watermark window and the in-flight bound allow.
+func (r *Replica) maybePropose() {
+	if !r.isPrimary() {
+		return
+	}
+	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
+		r.nextSeq-r.executed < uint64(r.cfg.MaxInFlightBatches) {
+		var batch []*RequestMsg
+		bytes := 0
+		taken := 0
+		for _, m := range r.pending {
+			if len(batch) == r.cfg.MaxBatchRequests ||
+				(len(batch) > 0 && bytes+len(m.Request.Op) > r.cfg.MaxBatchBytes) {
+				break
+			}
+			taken++
+			delete(r.pendingSet, m.Digest)
+			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew || r.inflight[m.Digest] {
+				continue
+			}
+			r.inflight[m.Digest] = true
+			batch = append(batch, m)
+			bytes += len(m.Request.Op)
+		}
+		r.pending = r.pending[taken:]
+		if len(r.pending) == 0 {
+			r.pending = nil
+		}
+		if len(batch) > 0 {
+			r.propose(batch)
+		}
+	}
+}
+
+func (r *Replica) propose(batch []*RequestMsg) {
+	r.nextSeq++
+	digests := make([]crypto.Digest, len(batch))
+	for i, m := range batch {
+		digests[i] = m.Digest
+	}
+	pp := PrePrepare{View: r.view, Seq: r.nextSeq, Digest: BatchDigest(digests)}
+	m := &PrePrepareMsg{Signed: r.sign(MsgPrePrepare, pp), PrePrepare: pp, Batch: batch, HasBatch: true}
+	e := r.getEntry(pp.Seq)
+	e.pp, e.digest = m, pp.Digest
+	env := m.Envelope()
+	r.rd.Persist = append(r.rd.Persist, env)
+	r.send(Destination{Kind: ToAllReplicas}, env)
+	r.check(e)
+}
+
+// onPrePrepare accepts a backup's pre-prepare (PBFT §4.2): right view, from its primary,
+// inside the watermarks, batch present and matching, and no other digest accepted for
+// the same (view, seq).
+func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
+	pp := &m.PrePrepare
+	switch {
+	case ReplicaID(m.Signed.From) != r.q.Primary(pp.View):
+		r.drop(m, "pre-prepare not from the primary of its view")
+		return
+	case pp.View != r.view:
+		r.drop(m, "pre-prepare for another view")
+		return
+	case r.isPrimary():
+		r.drop(m, "pre-prepare sent to the primary")
+		return
+	case !r.inWindow(pp.Seq):
+		if pp.Seq <= r.h {
+			r.helpLaggard(ReplicaID(m.Signed.From))
+		}
+		r.drop(m, "pre-prepare outside the watermarks")
+		return
+	case !m.HasBatch:
+		r.drop(m, "pre-prepare without its batch")
+		return
+	case len(m.Batch) > r.cfg.MaxBatchRequests:
+		r.drop(m, "pre-prepare batch over the configured size")
+		return
+	}
+	e := r.getEntry(pp.Seq)
+	if e.pp != nil {
+		if e.digest != pp.Digest {
+			r.drop(m, "equivocating pre-prepare: another digest for this view and seq")
+		}
+		return
+	}
+	e.pp, e.digest = m, pp.Digest
+	p := Prepare{View: pp.View, Seq: pp.Seq, Digest: pp.Digest}
+	s := r.sign(MsgPrepare, p)
+	e.myPrepare = &s
+	e.prepares[r.id] = vote{has: true, digest: pp.Digest, msg: s}
+	r.rd.Persist = append(r.rd.Persist, m.Envelope(), &Envelope{Msg: s})
+	r.broadcast(s)
+	r.check(e)
+}
+
+func (r *Replica) onPrepare(m *PrepareMsg) {
+	p := &m.Prepare
+	from := ReplicaID(m.Signed.From)
+	switch {
+	case from == r.q.Primary(p.View):
+		// Pitfall: the primary's pre-prepare stands for its vote; a PREPARE from it
+		// must not count towards the 2f.
+		r.drop(m, "prepare from the primary")
+		return
+	case p.View != r.view:
+		r.drop(m, "prepare for another view")
+		return
+	case !r.inWindow(p.Seq):
+		if p.Seq <= r.h {
+			r.helpLaggard(from)
+		}
+		r.drop(m, "prepare outside the watermarks")
+		return
+	}
+	e := r.getEntry(p.Seq)
+	if v := &e.prepares[from]; v.has {
+		if v.digest != p.Digest {
+			r.drop(m, "conflicting prepare from the same replica")
+			return
+		}
+		r.answerRetransmission(e, from)
+		return
+	}
+	e.prepares[from] = vote{has: true, digest: p.Digest, msg: m.Signed}
+	r.check(e)
+}
+
+func (r *Replica) onCommit(m *CommitMsg) {
+	c := &m.Commit
+	from := ReplicaID(m.Signed.From)
+	switch {
+	case c.View != r.view:
+		r.drop(m, "commit for another view")
+		return
+	case !r.inWindow(c.Seq):
+		if c.Seq <= r.h {
+			r.helpLaggard(from)
+		}
+		r.drop(m, "commit outside the watermarks")
+		return
+	}
+	e := r.getEntry(c.Seq)
+	if v := &e.commits[from]; v.has {
+		if v.digest != c.Digest {
+			r.drop(m, "conflicting commit from the same replica")
+			return
+		}
+		r.answerRetransmission(e, from)
+		return
+	}
+	e.commits[from] = vote{has: true, digest: c.Digest, msg: m.Signed}
+	r.check(e)
+}
+
+// check advances an entry through prepared and committed-local.
+func (r *Replica) check(e *entry) {
+	if e.pp == nil {
+		return
+	}
+	// prepared(m, v, n, i): the pre-prepare and 2f matching prepares from distinct
+	// backups (the primary never sends one, see onPrepare).
+	if !e.prepared && countMatching(e.prepares, e.digest) >= 2*r.q.F {
+		e.prepared = true
+		c := Commit{View: e.view, Seq: e.seq, Digest: e.digest}
+		s := r.sign(MsgCommit, c)
+		e.myCommit = &s
+		e.commits[r.id] = vote{has: true, digest: e.digest, msg: s}
+		r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+		r.broadcast(s)
+	}
+	// committed-local: prepared and 2f+1 matching commits, its own included.
+	if e.prepared && !e.committed && countMatching(e.commits, e.digest) >= r.q.Strong() {
+		e.committed = true
+		r.tryExecute()
+	}
+}
+
+// retransmit resends this replica's part of every live log entry to each replica that
+// has not shown (by a matching commit) that it got that far, and its unstable
+// checkpoints to those that have not matched them. On a lossy network this is what
+// restores liveness once messages get through again.
+func (r *Replica) retransmit() {
+	primary := r.isPrimary()
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		e := r.log[n]
+		if e == nil || e.view != r.view || e.pp == nil {
+			continue
+		}
+		for j := 0; j < r.cfg.N; j++ {
+			id := ReplicaID(j)
+			if id == r.id || (e.commits[j].has && e.commits[j].digest == e.digest) {
+				continue
+			}
+			if primary {
+				r.sendTo(id, e.pp.Envelope())
+			}
+			if e.myPrepare != nil {
+				r.sendTo(id, &Envelope{Msg: *e.myPrepare})
+			}
+			if e.myCommit != nil {
+				r.sendTo(id, &Envelope{Msg: *e.myCommit})
+			}
+		}
+	}
+	for n := r.h + r.cfg.CheckpointInterval; n <= r.executed; n += r.cfg.CheckpointInterval {
+		cv := r.ckpts[n]
+		if cv == nil || cv.own == nil {
+			continue
+		}
+		for j := 0; j < r.cfg.N; j++ {
+			if ReplicaID(j) == r.id || (cv.votes[j] != nil && cv.votes[j].Checkpoint.State == cv.ownDigest) {
+				continue
+			}
+			r.sendTo(ReplicaID(j), &Envelope{Msg: *cv.own})
+		}
+	}
+}
+
+// answerRetransmission replies to a vote received twice. A replica retransmits only to
+// peers whose commit it lacks, so a repeated vote says the sender misses ours: it gets
+// our part of the entry, at most once per retransmit period.
+func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
+	if e.pp == nil || to == r.id {
+		return
+	}
+	if e.answered == nil {
+		e.answered = make([]uint64, r.cfg.N)
+	}
+	if e.answered[to] != 0 && r.ticks+1-e.answered[to] < uint64(r.cfg.RetransmitTicks) {
+		return
+	}
+	e.answered[to] = r.ticks + 1
+	if r.isPrimary() {
+		r.sendTo(to, e.pp.Envelope())
+	}
+	if e.myPrepare != nil {
+		r.sendTo(to, &Envelope{Msg: *e.myPrepare})
+	}
+	if e.myCommit != nil {
+		r.sendTo(to, &Envelope{Msg: *e.myCommit})
+	}
+}
+
+// helpLaggard answers a replica whose messages are below our stable checkpoint with the
+// proof of that checkpoint, so it can fetch the state; at most once per retransmit period.
+func (r *Replica) helpLaggard(id ReplicaID) {
+	if r.stable == nil || id == r.id || int(id) >= r.cfg.N {
+		return
+	}
+	if r.lastHelp[id] != 0 && r.ticks+1-r.lastHelp[id] < uint64(r.cfg.RetransmitTicks) {
+		return
+	}
+	r.lastHelp[id] = r.ticks + 1
+	for _, s := range r.stable.Proof {
+		r.sendTo(id, &Envelope{Msg: s})
+	}
+}

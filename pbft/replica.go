@@ -1,0 +1,186 @@
+package pbft
+
+import (
+	"fmt"
+
+	"github.com/pbftkit/pbft/crypto"
+)
+
+// Replica is one PBFT replica's protocol state. It is not safe for concurrent use: one
+// event loop owns it.
+type Replica struct {
+	cfg Config
+	q   Quorum
+	id  ReplicaID
+
+	view  uint64
+	ticks uint64
+
+	// h is the sequence number of the last stable checkpoint (the low watermark).
+	h      uint64
+	stable *StableCheckpoint
+	// stableState is the checkpoint state at h, kept to serve state transfer.
+	stableState []byte
+
+	log     map[uint64]*entry
+	nextSeq uint64 // primary: the last sequence number it assigned
+
+	// emitted is the last sequence number handed to the application; executed the last
+	// one whose result came back. They differ only while the runtime is executing.
+	emitted  uint64
+	executed uint64
+
+	clients clientTable
+
+	// pending is the primary's queue of requests not yet assigned a sequence number.
+	pending    []*RequestMsg
+	pendingSet map[crypto.Digest]bool
+	// inflight are the requests in batches assigned but not yet executed.
+	inflight map[crypto.Digest]bool
+
+	ckpts    map[uint64]*checkpointVotes
+	transfer *stateTransfer
+	// pendingInstall is a fetched checkpoint waiting for executing batches to drain.
+	pendingInstall *installWait
+
+	// lastHelp is the tick at which this replica last sent its stable proof to each peer.
+	lastHelp []uint64
+
+	rd Ready
+}
+
+// NewReplica returns a replica at view 0 with an empty log.
+func NewReplica(cfg Config) (*Replica, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("pbft config: %w", err)
+	}
+	q, _ := NewQuorum(cfg.N)
+	return &Replica{
+		cfg:        cfg,
+		q:          q,
+		id:         cfg.ID,
+		log:        make(map[uint64]*entry),
+		clients:    newClientTable(cfg.ReplyWindow),
+		pendingSet: make(map[crypto.Digest]bool),
+		inflight:   make(map[crypto.Digest]bool),
+		ckpts:      make(map[uint64]*checkpointVotes),
+		lastHelp:   make([]uint64, cfg.N),
+	}, nil
+}
+
+// Status is a read-only summary of a replica's position.
+type Status struct {
+	ID       ReplicaID
+	View     uint64
+	Primary  ReplicaID
+	LowMark  uint64 // last stable checkpoint
+	Executed uint64 // last sequence number executed
+	LogSize  int    // entries held in the log
+	Pending  int    // requests waiting for a sequence number (primary)
+}
+
+// Status returns the replica's current position.
+func (r *Replica) Status() Status {
+	return Status{
+		ID: r.id, View: r.view, Primary: r.q.Primary(r.view), LowMark: r.h,
+		Executed: r.executed, LogSize: len(r.log), Pending: len(r.pending),
+	}
+}
+
+// Ready returns the output accumulated since the last call and clears it.
+func (r *Replica) Ready() Ready {
+	rd := r.rd
+	r.rd = Ready{}
+	return rd
+}
+
+func (r *Replica) isPrimary() bool { return r.q.Primary(r.view) == r.id }
+
+func (r *Replica) drop(m Message, reason string) {
+	s := m.Raw()
+	r.rd.Drops = append(r.rd.Drops, Drop{From: s.From, Type: s.Type, Reason: reason})
+}
+
+func (r *Replica) send(to Destination, env *Envelope) {
+	r.rd.Messages = append(r.rd.Messages, Outbound{To: to, Env: env})
+}
+
+func (r *Replica) broadcast(s Signed) {
+	r.send(Destination{Kind: ToAllReplicas}, &Envelope{Msg: s})
+}
+
+func (r *Replica) sendTo(id ReplicaID, env *Envelope) {
+	r.send(Destination{Kind: ToReplica, Replica: id}, env)
+}
+
+func (r *Replica) sign(t MsgType, body any) Signed {
+	return Sign(r.cfg.Signer, t, uint32(r.id), body)
+}
+
+// inWindow is the watermark rule: h < n <= h+L.
+func (r *Replica) inWindow(n uint64) bool {
+	return n > r.h && n-r.h <= r.cfg.LogWindow
+}
+
+// Step processes one verified message: a client request (from a client or forwarded by
+// a replica) or a replica's protocol message.
+func (r *Replica) Step(m Message) {
+	switch m := m.(type) {
+	case *RequestMsg:
+		r.onRequest(m)
+	case *PrePrepareMsg:
+		r.onPrePrepare(m)
+	case *PrepareMsg:
+		r.onPrepare(m)
+	case *CommitMsg:
+		r.onCommit(m)
+	case *CheckpointMsg:
+		r.onCheckpoint(m)
+	case *StateRequestMsg:
+		r.onStateRequest(m)
+	case *StateResponseMsg:
+		r.onStateResponse(m)
+	case *ViewChangeMsg, *NewViewMsg:
+		r.drop(m, "view change not supported yet")
+	default:
+		// A nil or foreign Message: nothing to count it against.
+	}
+}
+
+// Tick advances the replica's logical clock by one tick.
+func (r *Replica) Tick() {
+	r.ticks++
+	if r.ticks%uint64(r.cfg.RetransmitTicks) == 0 {
+		r.retransmit()
+	}
+	r.tickStateTransfer()
+}
+
+// Executed hands back the application's result for the oldest batch still executing.
+func (r *Replica) Executed(ex Executed) error {
+	if ex.Seq != r.executed+1 || ex.Seq > r.emitted {
+		return fmt.Errorf("executed n=%d: expected n=%d (emitted up to %d)", ex.Seq, r.executed+1, r.emitted)
+	}
+	if err := r.onExecuted(ex); err != nil {
+		return err
+	}
+	r.executed = ex.Seq
+	if r.pendingInstall != nil && r.executed == r.emitted {
+		r.finishInstall()
+	}
+	r.tryExecute()
+	// An executed batch frees a slot of the in-flight bound.
+	r.maybePropose()
+	return nil
+}
+
+// Debug describes the log for diagnostics.
+func (r *Replica) Debug() string {
+	s := fmt.Sprintf("h=%d next=%d emitted=%d executed=%d pending=%d inflight=%d transfer=%v install=%v;", r.h, r.nextSeq, r.emitted, r.executed, len(r.pending), len(r.inflight), r.transfer != nil, r.pendingInstall != nil)
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		if e := r.log[n]; e != nil {
+			s += fmt.Sprintf(" [n=%d v=%d pp=%v p=%d c=%d prep=%v com=%v]", n, e.view, e.pp != nil, countMatching(e.prepares, e.digest), countMatching(e.commits, e.digest), e.prepared, e.committed)
+		}
+	}
+	return s
+}

@@ -1,0 +1,151 @@
+package pbft
+
+// stateTransfer is an ongoing fetch of the state at a stable checkpoint this replica
+// cannot reach by executing its log.
+type stateTransfer struct {
+	target *StableCheckpoint
+	peers  []ReplicaID // the proof's signers, the ones known to hold the state
+	next   int         // index into peers of the one to ask next
+	asked  uint64      // tick of the last request
+}
+
+// installWait is a verified checkpoint state waiting for batches still executing.
+type installWait struct {
+	sc    *StableCheckpoint
+	state []byte
+	cs    CheckpointState
+	table clientTable
+}
+
+func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
+	if r.transfer != nil && r.transfer.target.Seq >= sc.Seq {
+		return
+	}
+	if r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq {
+		return
+	}
+	t := &stateTransfer{target: sc}
+	for _, s := range sc.Proof {
+		if ReplicaID(s.From) != r.id {
+			t.peers = append(t.peers, ReplicaID(s.From))
+		}
+	}
+	if len(t.peers) == 0 {
+		return
+	}
+	// Start with a different peer on each replica so that one faulty signer is not
+	// asked by everybody first.
+	t.next = int(r.id) % len(t.peers)
+	r.transfer = t
+	r.askState()
+}
+
+func (r *Replica) askState() {
+	t := r.transfer
+	peer := t.peers[t.next%len(t.peers)]
+	t.next++
+	t.asked = r.ticks
+	r.sendTo(peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
+}
+
+func (r *Replica) tickStateTransfer() {
+	if t := r.transfer; t != nil && r.ticks-t.asked >= uint64(r.cfg.RetransmitTicks) {
+		// No usable answer in time: ask the next signer of the proof.
+		r.askState()
+	}
+}
+
+// onStateRequest serves this replica's stable checkpoint (with its proof) to a replica
+// that asks for it or for an older one; at most once per retransmit period per peer.
+func (r *Replica) onStateRequest(m *StateRequestMsg) {
+	from := ReplicaID(m.Signed.From)
+	if r.stable == nil || r.stableState == nil || m.StateRequest.Seq > r.h || from == r.id {
+		r.drop(m, "state request for a checkpoint this replica does not hold")
+		return
+	}
+	if r.lastHelp[from] != 0 && r.ticks+1-r.lastHelp[from] < uint64(r.cfg.RetransmitTicks) {
+		return
+	}
+	r.lastHelp[from] = r.ticks + 1
+	resp := StateResponse{Seq: r.h, Proof: r.stable.Proof, State: r.stableState}
+	r.sendTo(from, &Envelope{Msg: r.sign(MsgStateResponse, resp)})
+}
+
+// onStateResponse installs fetched state if (and only if) a valid 2f+1 proof certifies
+// its digest; a peer that serves anything else is skipped.
+func (r *Replica) onStateResponse(m *StateResponseMsg) {
+	resp := &m.StateResponse
+	if resp.Seq <= r.emitted && resp.Seq <= r.h {
+		return
+	}
+	votes := make([]*CheckpointMsg, r.cfg.N)
+	for _, c := range m.Proof {
+		if int(c.Signed.From) < r.cfg.N {
+			votes[c.Signed.From] = c
+		}
+	}
+	d, proof := r.strongProof(votes)
+	if proof == nil {
+		r.drop(m, "state response without a 2f+1 checkpoint proof")
+		return
+	}
+	sc := &StableCheckpoint{Seq: resp.Seq, State: d, Proof: proof}
+	if resp.Seq <= r.emitted {
+		// We executed that far ourselves: the proof alone makes our checkpoint stable.
+		for _, c := range m.Proof {
+			r.onCheckpoint(c)
+		}
+		return
+	}
+	var cs CheckpointState
+	if err := unmarshalCanonical(resp.State, &cs); err != nil {
+		r.drop(m, "state response with malformed state")
+		r.retryTransfer(sc)
+		return
+	}
+	if StateDigest(cs.App, cs.Clients) != d {
+		r.drop(m, "state response does not match the certified digest")
+		r.retryTransfer(sc)
+		return
+	}
+	table, err := restoreClientTable(r.cfg.ReplyWindow, cs.Clients)
+	if err != nil {
+		r.drop(m, "state response with an invalid client table")
+		r.retryTransfer(sc)
+		return
+	}
+	r.transfer = nil
+	r.pendingInstall = &installWait{sc: sc, state: resp.State, cs: cs, table: table}
+	if r.executed == r.emitted {
+		r.finishInstall()
+	}
+}
+
+// retryTransfer asks the next peer at once after a bad answer.
+func (r *Replica) retryTransfer(sc *StableCheckpoint) {
+	if r.transfer == nil {
+		r.startStateTransfer(sc)
+		return
+	}
+	r.askState()
+}
+
+func (r *Replica) finishInstall() {
+	w := r.pendingInstall
+	r.pendingInstall = nil
+	if w.sc.Seq <= r.emitted {
+		return
+	}
+	r.clients = w.table
+	r.emitted, r.executed = w.sc.Seq, w.sc.Seq
+	for d := range r.inflight {
+		delete(r.inflight, d)
+	}
+	r.rd.Install = &Install{Seq: w.sc.Seq, App: w.cs.App}
+	cv := r.checkpointVotesFor(w.sc.Seq)
+	cv.ownDigest, cv.ownState = w.sc.State, w.state
+	s := r.sign(MsgCheckpoint, Checkpoint{Seq: w.sc.Seq, State: w.sc.State})
+	cv.own = &s
+	r.makeStable(w.sc, w.state)
+	r.tryExecute()
+}

@@ -1,0 +1,423 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/pbftkit/pbft/app/kvstore"
+	"github.com/pbftkit/pbft/crypto"
+	"github.com/pbftkit/pbft/pbft"
+)
+
+func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
+
+// byzantine is a faulty replica. Most strategies drive a real core (so they look
+// correct enough to matter) and corrupt what it sends; silent and garbage do not.
+//
+//   - silent: never sends anything.
+//   - bad-signature: runs correctly but every signature it sends is corrupted.
+//   - garbage: sprays random bytes, random well-formed signed messages and small
+//     mutations (view or seq off by one, another digest) of messages it saw.
+//   - replay: runs correctly and also resends old frames it received, from earlier
+//     seqs, views and checkpoints, to random replicas.
+//   - collude: runs correctly and also votes (prepare and commit) for every proposal
+//     and vote it sees, whatever the digest.
+//   - equivocate: as primary, sends different batches for one seq to different halves of
+//     the backups and commits each; as backup, sends conflicting votes to each half.
+//
+// All but silent and bad-signature also answer clients with made-up results.
+type byzantine struct {
+	w        *world
+	id       int
+	strategy string
+	signer   pbft.Signer
+	core     *pbft.Replica
+	app      *kvstore.Store
+	verifier pbft.Verifier
+	rng      *rand.Rand
+
+	history [][]byte                 // replay: frames received
+	voted   map[voteKey]bool         // collude: votes already cast
+	seen    []pbft.Message           // garbage: messages to mutate
+	reqs    []*pbft.RequestMsg       // garbage: requests to put in forged batches
+	byzCkpt map[uint64]crypto.Digest // garbage: its own checkpoint lie per seq
+}
+
+type voteKey struct {
+	view, seq uint64
+	digest    crypto.Digest
+}
+
+const historyMax = 4096
+
+func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantine, error) {
+	b := &byzantine{
+		w: w, id: id, strategy: strategy, signer: cfg.Signer, verifier: w.verifier(),
+		rng:   rand.New(rand.NewPCG(w.opts.Seed, uint64(id)+1)),
+		voted: make(map[voteKey]bool), byzCkpt: make(map[uint64]crypto.Digest),
+	}
+	switch strategy {
+	case "silent", "garbage":
+	default:
+		core, err := pbft.NewReplica(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.core, b.app = core, kvstore.New()
+	}
+	return b, nil
+}
+
+func (b *byzantine) receive(from int, frame []byte) {
+	if b.strategy == "silent" {
+		return
+	}
+	if b.strategy == "replay" {
+		if len(b.history) < historyMax {
+			b.history = append(b.history, frame)
+		} else {
+			b.history[b.rng.IntN(historyMax)] = frame
+		}
+	}
+	env, err := pbft.DecodeEnvelope(frame, b.w.limits)
+	if err != nil {
+		return
+	}
+	m, err := b.verifier.Open(env)
+	if err != nil {
+		return
+	}
+	if rm, ok := m.(*pbft.RequestMsg); ok && b.strategy != "bad-signature" {
+		b.lieToClient(rm)
+	}
+	switch b.strategy {
+	case "garbage":
+		b.remember(m)
+		return
+	case "collude":
+		b.collude(m)
+	}
+	b.core.Step(m)
+	b.flush()
+}
+
+func (b *byzantine) tick() {
+	switch b.strategy {
+	case "silent":
+		return
+	case "garbage":
+		for k := b.rng.IntN(3); k > 0; k-- {
+			b.spray()
+		}
+		return
+	case "replay":
+		for k := b.rng.IntN(3); k > 0 && len(b.history) > 0; k-- {
+			b.w.send(b.id, b.rng.IntN(b.w.n), b.history[b.rng.IntN(len(b.history))])
+		}
+	}
+	b.core.Tick()
+	b.flush()
+}
+
+// flush runs the core's output like a correct replica would, then lets the strategy
+// rewrite what leaves.
+func (b *byzantine) flush() {
+	for {
+		rd := b.core.Ready()
+		if rd.Empty() {
+			return
+		}
+		for _, out := range rd.Messages {
+			b.emit(out)
+		}
+		if rd.Install != nil {
+			_ = b.app.Restore(rd.Install.App)
+		}
+		for _, bt := range rd.Execute {
+			ex := pbft.Executed{Seq: bt.Seq, Results: make([][]byte, len(bt.Requests))}
+			for i, m := range bt.Requests {
+				ex.Results[i] = b.app.Execute(m.Request.Op)
+			}
+			if bt.Checkpoint {
+				ex.Snapshot, _ = b.app.Snapshot()
+			}
+			if err := b.core.Executed(ex); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (b *byzantine) emit(out pbft.Outbound) {
+	env := out.Env
+	switch b.strategy {
+	case "bad-signature":
+		if len(env.Msg.Sig) > 0 {
+			c := *env
+			c.Msg.Sig = append([]byte(nil), env.Msg.Sig...)
+			c.Msg.Sig[b.rng.IntN(len(c.Msg.Sig))] ^= byte(1 + b.rng.IntN(255))
+			out.Env = &c
+		}
+	case "equivocate":
+		switch env.Msg.Type {
+		case pbft.MsgPrePrepare:
+			if out.To.Kind == pbft.ToAllReplicas {
+				b.equivocatePrePrepare(env)
+				return
+			}
+		case pbft.MsgPrepare, pbft.MsgCommit:
+			if out.To.Kind == pbft.ToAllReplicas {
+				b.equivocateVote(env)
+				return
+			}
+		}
+	}
+	b.w.sendOut(b.id, out)
+}
+
+// halves splits the other replicas at random into two non-empty groups.
+func (b *byzantine) halves() (a, c []int) {
+	for _, i := range b.rng.Perm(b.w.n) {
+		if i == b.id {
+			continue
+		}
+		if len(a) <= len(c) {
+			a = append(a, i)
+		} else {
+			c = append(c, i)
+		}
+	}
+	return a, c
+}
+
+func (b *byzantine) sendSigned(to []int, s pbft.Signed, batch []pbft.Signed) {
+	frame := pbft.EncodeEnvelope(&pbft.Envelope{Msg: s, Batch: batch})
+	for _, i := range to {
+		b.w.send(b.id, i, frame)
+	}
+}
+
+// equivocatePrePrepare sends the core's batch to one half of the backups and another
+// batch (the same requests reversed, or the null batch) for the same seq to the other
+// half, then commits each version to its half.
+func (b *byzantine) equivocatePrePrepare(env *pbft.Envelope) {
+	var pp pbft.PrePrepare
+	if decodeBody(env.Msg.Body, &pp) != nil {
+		return
+	}
+	alt := make([]pbft.Signed, 0, len(env.Batch))
+	if len(env.Batch) > 1 {
+		for i := len(env.Batch) - 1; i >= 0; i-- {
+			alt = append(alt, env.Batch[i])
+		}
+	}
+	digests := make([]crypto.Digest, len(alt))
+	for i := range alt {
+		digests[i] = pbft.RequestDigest(alt[i].Body)
+	}
+	ppB := pp
+	ppB.Digest = pbft.BatchDigest(digests)
+	ga, gb := b.halves()
+	b.sendSigned(ga, env.Msg, env.Batch)
+	b.sendSigned(gb, pbft.Sign(b.signer, pbft.MsgPrePrepare, uint32(b.id), ppB), alt)
+	b.sendSigned(ga, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: pp.View, Seq: pp.Seq, Digest: pp.Digest}), nil)
+	b.sendSigned(gb, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: pp.View, Seq: pp.Seq, Digest: ppB.Digest}), nil)
+}
+
+// equivocateVote sends the true vote to one half and a vote for another digest to the other.
+func (b *byzantine) equivocateVote(env *pbft.Envelope) {
+	var v pbft.Commit // Prepare and Commit share one layout
+	if decodeBody(env.Msg.Body, &v) != nil {
+		return
+	}
+	ga, gb := b.halves()
+	b.sendSigned(ga, env.Msg, nil)
+	v.Digest = b.randomDigest()
+	b.sendSigned(gb, pbft.Sign(b.signer, env.Msg.Type, uint32(b.id), v), nil)
+}
+
+func (b *byzantine) randomDigest() crypto.Digest {
+	var d crypto.Digest
+	for i := range d {
+		d[i] = byte(b.rng.Uint32())
+	}
+	return d
+}
+
+// collude votes for whatever (view, seq, digest) it sees proposed or voted.
+func (b *byzantine) collude(m pbft.Message) {
+	var k voteKey
+	switch m := m.(type) {
+	case *pbft.PrePrepareMsg:
+		k = voteKey{m.PrePrepare.View, m.PrePrepare.Seq, m.PrePrepare.Digest}
+	case *pbft.PrepareMsg:
+		k = voteKey{m.Prepare.View, m.Prepare.Seq, m.Prepare.Digest}
+	case *pbft.CommitMsg:
+		k = voteKey{m.Commit.View, m.Commit.Seq, m.Commit.Digest}
+	default:
+		return
+	}
+	if b.voted[k] {
+		return
+	}
+	b.voted[k] = true
+	all := make([]int, 0, b.w.n-1)
+	for i := 0; i < b.w.n; i++ {
+		if i != b.id {
+			all = append(all, i)
+		}
+	}
+	if b.w.quorum.Primary(k.view) != pbft.ReplicaID(b.id) {
+		b.sendSigned(all, pbft.Sign(b.signer, pbft.MsgPrepare, uint32(b.id), pbft.Prepare{View: k.view, Seq: k.seq, Digest: k.digest}), nil)
+	}
+	b.sendSigned(all, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: k.view, Seq: k.seq, Digest: k.digest}), nil)
+}
+
+// lieToClient answers a request at once with a made-up result.
+func (b *byzantine) lieToClient(m *pbft.RequestMsg) {
+	c := int(m.Request.Client) - 1
+	if c < 0 || c >= len(b.w.clients) {
+		return
+	}
+	body := pbft.Marshal(pbft.Reply{Timestamp: m.Request.Timestamp, Client: m.Request.Client, Result: fmt.Appendf(nil, "lie from %d", b.id)})
+	frame := pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Signed{Type: pbft.MsgReply, From: uint32(b.id), Body: body}})
+	b.w.send(b.id, b.w.n+c, frame)
+}
+
+func (b *byzantine) remember(m pbft.Message) {
+	if rm, ok := m.(*pbft.RequestMsg); ok {
+		if len(b.reqs) < 256 {
+			b.reqs = append(b.reqs, rm)
+		}
+		return
+	}
+	if len(b.seen) < historyMax {
+		b.seen = append(b.seen, m)
+	} else {
+		b.seen[b.rng.IntN(historyMax)] = m
+	}
+}
+
+// spray sends one piece of garbage to a random replica.
+func (b *byzantine) spray() {
+	to := b.rng.IntN(b.w.n)
+	if to == b.id {
+		return
+	}
+	switch b.rng.IntN(4) {
+	case 0: // random bytes
+		frame := make([]byte, b.rng.IntN(300))
+		for i := range frame {
+			frame[i] = byte(b.rng.Uint32())
+		}
+		b.w.send(b.id, to, frame)
+	case 1: // a well-formed, correctly signed message with random fields
+		s, batch := b.randomMessage()
+		b.sendSigned([]int{to}, s, batch)
+	case 2: // a small-scope mutation of a message it saw, signed as itself
+		if s, batch, ok := b.mutate(); ok {
+			b.sendSigned([]int{to}, s, batch)
+		}
+	default: // a seen frame with a flipped bit (a bad signature or a broken encoding)
+		if len(b.seen) == 0 {
+			return
+		}
+		raw := *b.seen[b.rng.IntN(len(b.seen))].Raw()
+		raw.Body = append([]byte(nil), raw.Body...)
+		if len(raw.Body) > 0 {
+			raw.Body[b.rng.IntN(len(raw.Body))] ^= 1 << b.rng.IntN(8)
+		}
+		b.sendSigned([]int{to}, raw, nil)
+	}
+}
+
+func (b *byzantine) smallSeq() uint64 { return uint64(b.rng.IntN(int(b.w.opts.LogWindow) * 4)) }
+
+func (b *byzantine) randomMessage() (pbft.Signed, []pbft.Signed) {
+	view := uint64(b.rng.IntN(3))
+	seq := b.smallSeq()
+	d := b.randomDigest()
+	id := uint32(b.id)
+	switch b.rng.IntN(7) {
+	case 0:
+		var batch []pbft.Signed
+		var ds []crypto.Digest
+		for k := b.rng.IntN(3); k > 0 && len(b.reqs) > 0; k-- {
+			r := b.reqs[b.rng.IntN(len(b.reqs))]
+			batch = append(batch, r.Signed)
+			ds = append(ds, r.Digest)
+		}
+		if b.rng.IntN(2) == 0 {
+			d = pbft.BatchDigest(ds)
+		}
+		return pbft.Sign(b.signer, pbft.MsgPrePrepare, id, pbft.PrePrepare{View: view, Seq: seq, Digest: d}), batch
+	case 1:
+		return pbft.Sign(b.signer, pbft.MsgPrepare, id, pbft.Prepare{View: view, Seq: seq, Digest: d}), nil
+	case 2:
+		return pbft.Sign(b.signer, pbft.MsgCommit, id, pbft.Commit{View: view, Seq: seq, Digest: d}), nil
+	case 3:
+		k := b.w.opts.CheckpointInterval
+		n := (seq/k + 1) * k
+		if prev, ok := b.byzCkpt[n]; ok {
+			d = prev
+		}
+		b.byzCkpt[n] = d
+		return pbft.Sign(b.signer, pbft.MsgCheckpoint, id, pbft.Checkpoint{Seq: n, State: d}), nil
+	case 4:
+		return pbft.Sign(b.signer, pbft.MsgStateRequest, id, pbft.StateRequest{Seq: seq}), nil
+	case 5:
+		return pbft.Sign(b.signer, pbft.MsgStateResponse, id, pbft.StateResponse{Seq: seq, State: []byte("not a state")}), nil
+	default:
+		return pbft.Sign(b.signer, pbft.MsgViewChange, id, pbft.ViewChange{NewView: view + 1}), nil
+	}
+}
+
+// mutate re-signs a seen protocol message as itself with its view or seq off by one or
+// its digest changed: the small-scope mutations random testing finds bugs with.
+func (b *byzantine) mutate() (pbft.Signed, []pbft.Signed, bool) {
+	if len(b.seen) == 0 {
+		return pbft.Signed{}, nil, false
+	}
+	id := uint32(b.id)
+	bump := func(x uint64) uint64 {
+		if b.rng.IntN(2) == 0 || x == 0 {
+			return x + 1
+		}
+		return x - 1
+	}
+	switch m := b.seen[b.rng.IntN(len(b.seen))].(type) {
+	case *pbft.PrePrepareMsg:
+		pp := m.PrePrepare
+		switch b.rng.IntN(3) {
+		case 0:
+			pp.View = bump(pp.View)
+		case 1:
+			pp.Seq = bump(pp.Seq)
+		default:
+			pp.Digest = b.randomDigest()
+		}
+		env := m.Envelope()
+		return pbft.Sign(b.signer, pbft.MsgPrePrepare, id, pp), env.Batch, true
+	case *pbft.PrepareMsg:
+		p := m.Prepare
+		if b.rng.IntN(2) == 0 {
+			p.Seq = bump(p.Seq)
+		} else {
+			p.View = bump(p.View)
+		}
+		return pbft.Sign(b.signer, pbft.MsgPrepare, id, p), nil, true
+	case *pbft.CommitMsg:
+		c := m.Commit
+		if b.rng.IntN(2) == 0 {
+			c.Seq = bump(c.Seq)
+		} else {
+			c.Digest = b.randomDigest()
+		}
+		return pbft.Sign(b.signer, pbft.MsgCommit, id, c), nil, true
+	case *pbft.CheckpointMsg:
+		c := m.Checkpoint
+		c.State = b.randomDigest()
+		return pbft.Sign(b.signer, pbft.MsgCheckpoint, id, c), nil, true
+	}
+	return pbft.Signed{}, nil, false
+}

@@ -1,0 +1,136 @@
+package sim
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/pbftkit/pbft/crypto"
+	"github.com/pbftkit/pbft/pbft"
+)
+
+type reqKey struct {
+	client pbft.ClientID
+	ts     uint64
+}
+
+// checker holds the invariants of a run. Every method is called as the event happens,
+// so a violation is reported at the first message that breaks it.
+type checker struct {
+	correct  []bool
+	res      *Result
+	batchAt  map[uint64]executedBatch    // agreement: seq -> batch, from the first correct executor
+	executed []map[reqKey]bool           // exactly-once, per correct replica
+	resultOf map[reqKey][]byte           // the result correct replicas computed
+	accepted map[reqKey][]byte           // results clients accepted
+	ckptAt   map[uint64]ckptWitness      // checkpoint digests of correct replicas
+	submit   map[crypto.Digest]bool      // validity: requests clients really signed
+}
+
+type executedBatch struct {
+	replica int
+	digest  crypto.Digest
+}
+
+type ckptWitness struct {
+	replica int
+	digest  crypto.Digest
+}
+
+const maxViolations = 5
+
+func newChecker(n int, correct []bool, res *Result) *checker {
+	c := &checker{
+		correct: correct, res: res,
+		batchAt:  make(map[uint64]executedBatch),
+		executed: make([]map[reqKey]bool, n),
+		resultOf: make(map[reqKey][]byte),
+		accepted: make(map[reqKey][]byte),
+		ckptAt:   make(map[uint64]ckptWitness),
+		submit:   make(map[crypto.Digest]bool),
+	}
+	for i := range c.executed {
+		c.executed[i] = make(map[reqKey]bool)
+	}
+	return c
+}
+
+func (c *checker) violate(format string, args ...any) {
+	if len(c.res.Violations) < maxViolations {
+		c.res.Violations = append(c.res.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+func (c *checker) onSubmit(d crypto.Digest) { c.submit[d] = true }
+
+// onExecute checks agreement (one batch per seq across correct replicas), validity (only
+// requests a client signed) and exactly-once (no request twice at one replica).
+func (c *checker) onExecute(replica int, b *pbft.Batch, results [][]byte) {
+	if prev, ok := c.batchAt[b.Seq]; ok {
+		if prev.digest != b.Digest {
+			c.violate("agreement: replica %d executed batch %s at n=%d but replica %d executed %s",
+				replica, b.Digest.Short(), b.Seq, prev.replica, prev.digest.Short())
+		}
+	} else {
+		c.batchAt[b.Seq] = executedBatch{replica: replica, digest: b.Digest}
+	}
+	for i, m := range b.Requests {
+		if !c.submit[m.Digest] {
+			c.violate("validity: replica %d executed a request no client submitted (client %d t=%d) at n=%d",
+				replica, m.Request.Client, m.Request.Timestamp, b.Seq)
+		}
+		k := reqKey{m.Request.Client, m.Request.Timestamp}
+		if c.executed[replica][k] {
+			c.violate("exactly-once: replica %d executed client %d t=%d twice (again at n=%d)",
+				replica, k.client, k.ts, b.Seq)
+		}
+		c.executed[replica][k] = true
+		if prev, ok := c.resultOf[k]; ok {
+			if !bytes.Equal(prev, results[i]) {
+				c.violate("determinism: replicas computed different results for client %d t=%d", k.client, k.ts)
+			}
+		} else {
+			c.resultOf[k] = results[i]
+		}
+		if acc, ok := c.accepted[k]; ok && !bytes.Equal(acc, results[i]) {
+			c.violate("f+1 voting: client %d accepted a result for t=%d that correct replicas did not compute", k.client, k.ts)
+		}
+	}
+}
+
+// onInstall records that replica jumped to checkpoint seq by state transfer; the
+// requests before it were executed elsewhere and arrive with the state.
+func (c *checker) onInstall(replica int, seq uint64) {}
+
+func (c *checker) onCheckpoint(replica int, s *pbft.Signed) {
+	var cp pbft.Checkpoint
+	if err := decodeBody(s.Body, &cp); err != nil {
+		c.violate("replica %d sent an undecodable checkpoint: %v", replica, err)
+		return
+	}
+	if prev, ok := c.ckptAt[cp.Seq]; ok {
+		if prev.digest != cp.State {
+			c.violate("checkpoint: replica %d has state %s at n=%d, replica %d has %s",
+				replica, cp.State.Short(), cp.Seq, prev.replica, prev.digest.Short())
+		}
+		return
+	}
+	c.ckptAt[cp.Seq] = ckptWitness{replica: replica, digest: cp.State}
+}
+
+func (c *checker) onAccept(client pbft.ClientID, ts uint64, result []byte) {
+	k := reqKey{client, ts}
+	c.accepted[k] = result
+	if res, ok := c.resultOf[k]; ok && !bytes.Equal(res, result) {
+		c.violate("f+1 voting: client %d accepted a result for t=%d that correct replicas did not compute", client, ts)
+	}
+}
+
+// finish checks what can only be judged at the end: a result accepted by a client must
+// have been computed by some correct replica.
+func (c *checker) finish() {
+	for k := range c.accepted {
+		if _, ok := c.resultOf[k]; !ok && len(c.res.Violations) == 0 {
+			c.violate("f+1 voting: client %d accepted a result for t=%d that no correct replica computed", k.client, k.ts)
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package sim
+
+import (
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Failure is one failing seed, with the command that replays it exactly.
+type Failure struct {
+	Seed       uint64   `json:"seed"`
+	Strategies []string `json:"strategies"`
+	Violations []string `json:"violations,omitempty"`
+	Liveness   string   `json:"liveness,omitempty"`
+	Replay     string   `json:"replay"`
+}
+
+// Summary aggregates a sweep of seeds.
+type Summary struct {
+	Replicas          int       `json:"replicas"`
+	Byzantine         int       `json:"byzantine"`
+	Strategy          string    `json:"strategy"`
+	FaultyPrimary     bool      `json:"faulty_primary"`
+	Requests          int       `json:"requests"`
+	SeedStart         uint64    `json:"seed_start"`
+	Seeds             int       `json:"seeds"`
+	Violations        int       `json:"violations"`        // seeds with a safety violation
+	LivenessFailures  int       `json:"liveness_failures"` // seeds whose requests did not all complete
+	CommittedRequests int       `json:"committed_requests"`
+	FirstFailingSeed  *uint64   `json:"first_failing_seed"`
+	StateTransfers    int       `json:"state_transfers"`
+	Delivered         int       `json:"messages_delivered"`
+	Crypto            string    `json:"crypto"`
+	ElapsedSeconds    float64   `json:"elapsed_seconds"`
+	SeedsPerSecond    float64   `json:"seeds_per_second"`
+	Failures          []Failure `json:"failures"` // the first ones, by seed
+}
+
+const maxReportedFailures = 10
+
+// ReplayCommand is the one command that reruns seed exactly.
+func ReplayCommand(o Options, seed uint64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "go run ./cmd/pbft sim --replicas %d --byzantine %d --strategy %s", o.Replicas, o.Byzantine, o.Strategy)
+	if o.FaultyPrimary {
+		b.WriteString(" --faulty-primary")
+	}
+	fmt.Fprintf(&b, " --requests %d --seeds 1 --seed-start %d", o.Requests, seed)
+	if o.FastCrypto {
+		b.WriteString(" --fast-crypto")
+	} else if o.Scheme != DefaultOptions().Scheme {
+		fmt.Fprintf(&b, " --scheme %s", o.Scheme)
+	}
+	return b.String()
+}
+
+// RunSeeds runs seeds start..start+count-1 on workers goroutines (0: one per CPU) and
+// calls progress (from one goroutine at a time) after each finished seed.
+func RunSeeds(o Options, start uint64, count, workers int, progress func(done int, s *Summary)) Summary {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	s := Summary{
+		Replicas: o.Replicas, Byzantine: o.Byzantine, Strategy: o.Strategy,
+		FaultyPrimary: o.FaultyPrimary, Requests: o.Requests, SeedStart: start, Seeds: count,
+		Crypto: o.Scheme, Failures: []Failure{},
+	}
+	if o.FastCrypto {
+		s.Crypto = "fast (simulator stand-in)"
+	}
+	begin := time.Now()
+	seeds := make(chan uint64)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	done := 0
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seed := range seeds {
+				opts := o
+				opts.Seed = seed
+				r := Run(opts)
+				mu.Lock()
+				s.add(&r, o)
+				done++
+				if progress != nil {
+					progress(done, &s)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < count; i++ {
+		seeds <- start + uint64(i)
+	}
+	close(seeds)
+	wg.Wait()
+	sort.Slice(s.Failures, func(i, j int) bool { return s.Failures[i].Seed < s.Failures[j].Seed })
+	if len(s.Failures) > maxReportedFailures {
+		s.Failures = s.Failures[:maxReportedFailures]
+	}
+	s.ElapsedSeconds = time.Since(begin).Seconds()
+	if s.ElapsedSeconds > 0 {
+		s.SeedsPerSecond = float64(count) / s.ElapsedSeconds
+	}
+	return s
+}
+
+func (s *Summary) add(r *Result, o Options) {
+	s.CommittedRequests += r.Completed
+	s.StateTransfers += r.StateTransfers
+	s.Delivered += r.Delivered
+	if len(r.Violations) > 0 {
+		s.Violations++
+	} else if r.LivenessFailure != "" {
+		s.LivenessFailures++
+	}
+	if !r.Failed() {
+		return
+	}
+	if s.FirstFailingSeed == nil || r.Seed < *s.FirstFailingSeed {
+		seed := r.Seed
+		s.FirstFailingSeed = &seed
+	}
+	// Keep the lowest seeds; the list is trimmed after sorting.
+	s.Failures = append(s.Failures, Failure{
+		Seed: r.Seed, Strategies: r.Strategies, Violations: r.Violations,
+		Liveness: r.LivenessFailure, Replay: ReplayCommand(o, r.Seed),
+	})
+	if len(s.Failures) > 4*maxReportedFailures {
+		sort.Slice(s.Failures, func(i, j int) bool { return s.Failures[i].Seed < s.Failures[j].Seed })
+		s.Failures = s.Failures[:maxReportedFailures]
+	}
+}

@@ -1,0 +1,453 @@
+package sim
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/pbftkit/pbft/app/kvstore"
+	"github.com/pbftkit/pbft/pbft"
+)
+
+// tickUnits is how many network time units make one replica tick.
+const tickUnits = 10
+
+// Options describe one simulated run. Equal Options give an identical run.
+type Options struct {
+	Replicas      int
+	Byzantine     int
+	Strategy      string // a name from Strategies, or "all" to draw one per faulty replica
+	FaultyPrimary bool   // the primary of view 0 is one of the Byzantine replicas
+	Seed          uint64
+	Requests      int // total requests issued by all clients together
+	Clients       int
+	Scheme        string // signature scheme of replicas and clients
+	FastCrypto    bool   // HMAC stand-in for signatures, inside the simulator only
+
+	// The network misbehaves until HealTick, then delivers everything within 3 units.
+	DropRate   float64
+	DupRate    float64
+	MaxDelay   int // network time units (10 per tick) before the heal
+	Partitions int // partitions that come and go before the heal
+	HealTick   int
+	// LivenessTicks is the bound, counted from the heal, by which every request must
+	// have completed.
+	LivenessTicks int
+
+	CheckpointInterval uint64
+	LogWindow          uint64
+	MaxBatch           int
+	ClientTimeout      int // ticks before a client retransmits to every replica
+}
+
+// DefaultOptions is the scenario used by `pbft sim` and the tests: 4 replicas, one
+// Byzantine backup, 200 requests from 4 clients over a lossy network that heals at
+// tick 300.
+func DefaultOptions() Options {
+	return Options{
+		Replicas: 4, Byzantine: 1, Strategy: "all", Requests: 200, Clients: 4,
+		Scheme:   "Ed25519",
+		DropRate: 0.05, DupRate: 0.02, MaxDelay: 30, Partitions: 2, HealTick: 300,
+		LivenessTicks:      3000,
+		CheckpointInterval: 8, LogWindow: 16, MaxBatch: 8, ClientTimeout: 40,
+	}
+}
+
+// Result is the outcome of one run.
+type Result struct {
+	Seed            uint64
+	Strategies      []string // per replica; "" for a correct one
+	Violations      []string // safety violations, first ones only
+	LivenessFailure string   // empty when every request completed in time
+	Completed       int      // requests whose result a client accepted
+	Ticks           int      // ticks simulated
+	Delivered       int      // frames delivered
+	Drops           map[string]int
+	StateTransfers  int // checkpoint states installed by correct replicas
+	MaxLogSize      int // largest log any correct replica held
+}
+
+// Failed reports whether the run broke a safety or liveness property.
+func (r *Result) Failed() bool { return len(r.Violations) > 0 || r.LivenessFailure != "" }
+
+type event struct {
+	at    int64
+	seq   uint64
+	tick  bool
+	to    int
+	from  int
+	frame []byte
+}
+
+type eventQueue []*event
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+// node is anything on the simulated network. Addresses: replica i is i, client j is n+j.
+type node interface {
+	receive(from int, frame []byte)
+	tick()
+}
+
+type partition struct {
+	start, end int64
+	isolated   []bool // by address
+}
+
+type world struct {
+	opts    Options
+	rng     *rand.Rand
+	now     int64
+	seq     uint64
+	queue   eventQueue
+	n       int
+	quorum  pbft.Quorum
+	nodes   []node
+	clients []*client
+	keys    *keys
+	limits  pbft.Limits
+	check   *checker
+	parts   []partition
+	res     *Result
+}
+
+func (w *world) ticks() int64 { return w.now / tickUnits }
+
+func (w *world) push(e *event) {
+	w.seq++
+	e.seq = w.seq
+	heap.Push(&w.queue, e)
+}
+
+// send puts a frame on the network: before the heal it may be lost, duplicated, held by
+// a partition or delayed (which reorders); after it, it arrives within 3 units.
+func (w *world) send(from, to int, frame []byte) {
+	healed := w.now >= int64(w.opts.HealTick)*tickUnits
+	copies := 1
+	if !healed {
+		for _, p := range w.parts {
+			if w.now >= p.start && w.now < p.end && p.isolated[from] != p.isolated[to] {
+				w.res.Drops["network: partition"]++
+				return
+			}
+		}
+		if w.rng.Float64() < w.opts.DropRate {
+			w.res.Drops["network: dropped"]++
+			return
+		}
+		if w.rng.Float64() < w.opts.DupRate {
+			copies = 2
+		}
+	}
+	for i := 0; i < copies; i++ {
+		delay := int64(1 + w.rng.IntN(3))
+		if !healed {
+			delay = int64(1 + w.rng.IntN(max(1, w.opts.MaxDelay)))
+		}
+		w.push(&event{at: w.now + delay, to: to, from: from, frame: frame})
+	}
+}
+
+// sendOut routes a core's outbound message.
+func (w *world) sendOut(from int, out pbft.Outbound) {
+	frame := pbft.EncodeEnvelope(out.Env)
+	switch out.To.Kind {
+	case pbft.ToReplica:
+		if int(out.To.Replica) < w.n {
+			w.send(from, int(out.To.Replica), frame)
+		}
+	case pbft.ToAllReplicas:
+		for i := 0; i < w.n; i++ {
+			if i != from {
+				w.send(from, i, frame)
+			}
+		}
+	case pbft.ToClient:
+		if c := int(out.To.Client) - 1; c >= 0 && c < len(w.clients) {
+			w.send(from, w.n+c, frame)
+		}
+	}
+}
+
+// Strategies are the Byzantine replica behaviours the simulator knows.
+var Strategies = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate"}
+
+// Run simulates one seeded run and checks it.
+func Run(opts Options) Result {
+	res := Result{Seed: opts.Seed, Drops: make(map[string]int)}
+	w, err := newWorld(opts, &res)
+	if err != nil {
+		res.Violations = append(res.Violations, "setup: "+err.Error())
+		return res
+	}
+	w.run()
+	return res
+}
+
+func newWorld(opts Options, res *Result) (*world, error) {
+	q, err := pbft.NewQuorum(opts.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Byzantine < 0 || opts.Byzantine >= opts.Replicas {
+		return nil, fmt.Errorf("byzantine: %d of %d replicas", opts.Byzantine, opts.Replicas)
+	}
+	if opts.Strategy != "all" && !slices.Contains(Strategies, opts.Strategy) {
+		return nil, fmt.Errorf("strategy: unknown %q (want all or one of %s)", opts.Strategy, strings.Join(Strategies, ", "))
+	}
+	if opts.Clients <= 0 || opts.Requests < 0 {
+		return nil, fmt.Errorf("clients: need at least one")
+	}
+	w := &world{
+		opts: opts, n: opts.Replicas, quorum: q, res: res,
+		rng:    rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15)),
+		limits: pbft.DefaultLimits(),
+	}
+	clientIDs := make([]pbft.ClientID, opts.Clients)
+	for j := range clientIDs {
+		clientIDs[j] = pbft.ClientID(j + 1)
+	}
+	if w.keys, err = newKeys(opts.Scheme, opts.FastCrypto, opts.Seed, w.n, clientIDs); err != nil {
+		return nil, err
+	}
+
+	// Choose the faulty replicas: backups unless the primary of view 0 must be one.
+	faulty := make([]bool, w.n)
+	cands := w.rng.Perm(w.n - 1)
+	for i := range cands {
+		cands[i]++
+	}
+	picked := 0
+	if opts.FaultyPrimary && opts.Byzantine > 0 {
+		faulty[0] = true
+		picked++
+	}
+	for _, c := range cands {
+		if picked == opts.Byzantine {
+			break
+		}
+		faulty[c] = true
+		picked++
+	}
+	res.Strategies = make([]string, w.n)
+	correct := make([]bool, w.n)
+	for i := 0; i < w.n; i++ {
+		correct[i] = !faulty[i]
+		if faulty[i] {
+			s := opts.Strategy
+			if s == "all" {
+				s = Strategies[w.rng.IntN(len(Strategies))]
+			}
+			res.Strategies[i] = s
+		}
+	}
+	w.check = newChecker(w.n, correct, res)
+
+	for i := 0; i < w.n; i++ {
+		cfg := w.replicaConfig(i)
+		if faulty[i] {
+			b, err := newByzantine(w, i, res.Strategies[i], cfg)
+			if err != nil {
+				return nil, err
+			}
+			w.nodes = append(w.nodes, b)
+			continue
+		}
+		r, err := newReplicaNode(w, i, cfg)
+		if err != nil {
+			return nil, err
+		}
+		w.nodes = append(w.nodes, r)
+	}
+	per := opts.Requests / opts.Clients
+	for j, id := range clientIDs {
+		quota := per
+		if j < opts.Requests%opts.Clients {
+			quota++
+		}
+		c := newClient(w, id, w.n+j, quota)
+		w.clients = append(w.clients, c)
+		w.nodes = append(w.nodes, c)
+	}
+	for p := 0; p < opts.Partitions && opts.HealTick > 0; p++ {
+		start := int64(w.rng.IntN(opts.HealTick)) * tickUnits
+		dur := int64(20+w.rng.IntN(130)) * tickUnits
+		iso := make([]bool, len(w.nodes))
+		for a := range iso {
+			iso[a] = w.rng.IntN(3) == 0
+		}
+		w.parts = append(w.parts, partition{start: start, end: start + dur, isolated: iso})
+	}
+	for a := range w.nodes {
+		w.push(&event{at: int64(w.rng.IntN(tickUnits)), tick: true, to: a})
+	}
+	return w, nil
+}
+
+func (w *world) replicaConfig(i int) pbft.Config {
+	cfg := pbft.DefaultConfig(pbft.ReplicaID(i), w.n, w.keys.signers[nodeKey{id: uint32(i)}])
+	cfg.CheckpointInterval = w.opts.CheckpointInterval
+	cfg.LogWindow = w.opts.LogWindow
+	cfg.MaxBatchRequests = w.opts.MaxBatch
+	cfg.RetransmitTicks = 10
+	return cfg
+}
+
+func (w *world) verifier() pbft.Verifier {
+	return pbft.Verifier{Keys: w.keys.ring, N: w.n, Limits: w.limits, Cache: verifiedSet{}}
+}
+
+func (w *world) allDone() bool {
+	for _, c := range w.clients {
+		if !c.finished() {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *world) run() {
+	deadline := int64(w.opts.HealTick+w.opts.LivenessTicks) * tickUnits
+	for len(w.queue) > 0 && len(w.res.Violations) == 0 {
+		e := heap.Pop(&w.queue).(*event)
+		if e.at > deadline {
+			w.now = deadline
+			break
+		}
+		w.now = e.at
+		if e.tick {
+			w.nodes[e.to].tick()
+			w.push(&event{at: w.now + tickUnits, tick: true, to: e.to})
+		} else {
+			w.res.Delivered++
+			w.nodes[e.to].receive(e.from, e.frame)
+		}
+		if w.allDone() {
+			break
+		}
+	}
+	w.res.Ticks = int(w.ticks())
+	for _, c := range w.clients {
+		w.res.Completed += c.done
+	}
+	w.check.finish()
+	if len(w.res.Violations) == 0 && !w.allDone() {
+		total := 0
+		for _, c := range w.clients {
+			total += c.quota
+		}
+		w.res.LivenessFailure = fmt.Sprintf("%d of %d requests incomplete %d ticks after the heal (tick %d)",
+			total-w.res.Completed, total, w.opts.LivenessTicks, w.res.Ticks)
+	}
+}
+
+// replicaNode is a correct replica: the real core, the key-value application and the
+// real decode-and-verify path, as a runtime would run them.
+type replicaNode struct {
+	w        *world
+	id       int
+	core     *pbft.Replica
+	app      *kvstore.Store
+	verifier pbft.Verifier
+}
+
+func newReplicaNode(w *world, id int, cfg pbft.Config) (*replicaNode, error) {
+	core, err := pbft.NewReplica(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &replicaNode{w: w, id: id, core: core, app: kvstore.New(), verifier: w.verifier()}, nil
+}
+
+func (r *replicaNode) receive(from int, frame []byte) {
+	env, err := pbft.DecodeEnvelope(frame, r.w.limits)
+	if err != nil {
+		r.w.res.Drops["decode"]++
+		return
+	}
+	m, err := r.verifier.Open(env)
+	if err != nil {
+		r.w.res.Drops["verify: "+reasonOf(err)]++
+		return
+	}
+	r.core.Step(m)
+	r.flush()
+}
+
+func reasonOf(err error) string {
+	switch {
+	case strings.Contains(err.Error(), pbft.ErrBadSignature.Error()):
+		return "bad signature"
+	default:
+		return "malformed"
+	}
+}
+
+func (r *replicaNode) tick() {
+	r.core.Tick()
+	r.flush()
+}
+
+func (r *replicaNode) flush() {
+	for {
+		rd := r.core.Ready()
+		if rd.Empty() {
+			return
+		}
+		for _, d := range rd.Drops {
+			r.w.res.Drops["core: "+d.Reason]++
+		}
+		for _, out := range rd.Messages {
+			if out.Env.Msg.Type == pbft.MsgCheckpoint && out.Env.Msg.From == uint32(r.id) {
+				r.w.check.onCheckpoint(r.id, &out.Env.Msg)
+			}
+			r.w.sendOut(r.id, out)
+		}
+		if rd.Install != nil {
+			if err := r.app.Restore(rd.Install.App); err != nil {
+				r.w.check.violate("replica %d: certified checkpoint state n=%d does not restore: %v", r.id, rd.Install.Seq, err)
+				return
+			}
+			r.w.res.StateTransfers++
+			r.w.check.onInstall(r.id, rd.Install.Seq)
+		}
+		for _, b := range rd.Execute {
+			ex := pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
+			for i, m := range b.Requests {
+				ex.Results[i] = r.app.Execute(m.Request.Op)
+			}
+			r.w.check.onExecute(r.id, &b, ex.Results)
+			if b.Checkpoint {
+				snap, err := r.app.Snapshot()
+				if err != nil {
+					r.w.check.violate("replica %d: snapshot: %v", r.id, err)
+					return
+				}
+				ex.Snapshot = snap
+			}
+			if err := r.core.Executed(ex); err != nil {
+				r.w.check.violate("replica %d: %v", r.id, err)
+				return
+			}
+		}
+		if s := r.core.Status().LogSize; s > r.w.res.MaxLogSize {
+			r.w.res.MaxLogSize = s
+		}
+	}
+}
