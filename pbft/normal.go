@@ -96,6 +96,7 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 		r.drop(m, "pre-prepare sent to the primary")
 		return
 	case !r.inWindow(pp.Seq):
+		r.noteSeq(pp.Seq)
 		if pp.Seq <= r.h {
 			r.helpLaggard(ReplicaID(m.Signed.From))
 		}
@@ -138,6 +139,7 @@ func (r *Replica) onPrepare(m *PrepareMsg) {
 		r.drop(m, "prepare for another view")
 		return
 	case !r.inWindow(p.Seq):
+		r.noteSeq(p.Seq)
 		if p.Seq <= r.h {
 			r.helpLaggard(from)
 		}
@@ -165,6 +167,7 @@ func (r *Replica) onCommit(m *CommitMsg) {
 		r.drop(m, "commit for another view")
 		return
 	case !r.inWindow(c.Seq):
+		r.noteSeq(c.Seq)
 		if c.Seq <= r.h {
 			r.helpLaggard(from)
 		}

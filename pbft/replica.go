@@ -43,8 +43,18 @@ type Replica struct {
 	// pendingInstall is a fetched checkpoint waiting for executing batches to drain.
 	pendingInstall *installWait
 
+	// seenAhead is the highest sequence number seen in a valid message from a peer:
+	// evidence that the cluster went further than this replica's log.
+	seenAhead uint64
+	// progressMark and progressTick record when emitted last advanced.
+	progressMark uint64
+	progressTick uint64
+	nextAsk      int // the peer a stalled replica asks next for state
+
 	// lastHelp is the tick at which this replica last sent its stable proof to each peer.
 	lastHelp []uint64
+	// lastServed is the tick at which this replica last served its state to each peer.
+	lastServed []uint64
 
 	rd Ready
 }
@@ -65,6 +75,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		inflight:   make(map[crypto.Digest]bool),
 		ckpts:      make(map[uint64]*checkpointVotes),
 		lastHelp:   make([]uint64, cfg.N),
+		lastServed: make([]uint64, cfg.N),
 	}, nil
 }
 
@@ -154,6 +165,7 @@ func (r *Replica) Tick() {
 		r.retransmit()
 	}
 	r.tickStateTransfer()
+	r.tickStalled()
 }
 
 // Executed hands back the application's result for the oldest batch still executing.

@@ -55,18 +55,59 @@ func (r *Replica) tickStateTransfer() {
 	}
 }
 
+// tickStalled notices a replica whose execution has not moved for two retransmit
+// periods although it knows the cluster went further (a gap in its log, or messages
+// above its window). Its peers may have discarded what it misses at a stable
+// checkpoint, so it asks one peer at a time for state at or beyond its next seq.
+func (r *Replica) tickStalled() {
+	if r.emitted != r.progressMark {
+		r.progressMark, r.progressTick = r.emitted, r.ticks
+		return
+	}
+	if r.ticks-r.progressTick < 2*uint64(r.cfg.RetransmitTicks) || r.transfer != nil || r.pendingInstall != nil || !r.knowsMore() {
+		return
+	}
+	r.progressTick = r.ticks
+	peer := ReplicaID(r.nextAsk % r.cfg.N)
+	if peer == r.id {
+		r.nextAsk++
+		peer = ReplicaID(r.nextAsk % r.cfg.N)
+	}
+	r.nextAsk++
+	r.sendTo(peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.emitted + 1})})
+}
+
+func (r *Replica) knowsMore() bool {
+	if r.seenAhead > r.emitted {
+		return true
+	}
+	for n := r.emitted + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		if r.log[n] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// noteSeq records evidence of how far the cluster got.
+func (r *Replica) noteSeq(n uint64) {
+	if n > r.seenAhead && n-r.h <= 1<<32 {
+		r.seenAhead = n
+	}
+}
+
 // onStateRequest serves this replica's stable checkpoint (with its proof) to a replica
-// that asks for it or for an older one; at most once per retransmit period per peer.
+// that asks for state at or beyond some seq; at most once per retransmit period per peer.
+// A replica that does not hold such a checkpoint stays silent: that is not a fault.
 func (r *Replica) onStateRequest(m *StateRequestMsg) {
 	from := ReplicaID(m.Signed.From)
 	if r.stable == nil || r.stableState == nil || m.StateRequest.Seq > r.h || from == r.id {
-		r.drop(m, "state request for a checkpoint this replica does not hold")
 		return
 	}
-	if r.lastHelp[from] != 0 && r.ticks+1-r.lastHelp[from] < uint64(r.cfg.RetransmitTicks) {
+	if r.lastServed[from] != 0 && r.ticks+1-r.lastServed[from] < uint64(r.cfg.RetransmitTicks) {
 		return
 	}
-	r.lastHelp[from] = r.ticks + 1
+	r.lastServed[from] = r.ticks + 1
 	resp := StateResponse{Seq: r.h, Proof: r.stable.Proof, State: r.stableState}
 	r.sendTo(from, &Envelope{Msg: r.sign(MsgStateResponse, resp)})
 }

@@ -23,7 +23,8 @@ func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
 //   - collude: runs correctly and also votes (prepare and commit) for every proposal
 //     and vote it sees, whatever the digest.
 //   - equivocate: as primary, sends different batches for one seq to different halves of
-//     the backups and commits each; as backup, sends conflicting votes to each half.
+//     the backups and commits each; as backup, votes for every version it sees and
+//     sends conflicting votes (another digest) to half of the replicas.
 //
 // All but silent and bad-signature also answer clients with made-up results.
 type byzantine struct {
@@ -38,10 +39,14 @@ type byzantine struct {
 
 	history [][]byte                 // replay: frames received
 	voted   map[voteKey]bool         // collude: votes already cast
+	planned map[slot]bool            // collude: slots voted by the coalition's plan
 	seen    []pbft.Message           // garbage: messages to mutate
 	reqs    []*pbft.RequestMsg       // garbage: requests to put in forged batches
 	byzCkpt map[uint64]crypto.Digest // garbage: its own checkpoint lie per seq
 }
+
+// slot is a (view, seq) pair.
+type slot struct{ view, seq uint64 }
 
 type voteKey struct {
 	view, seq uint64
@@ -54,7 +59,7 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 	b := &byzantine{
 		w: w, id: id, strategy: strategy, signer: cfg.Signer, verifier: w.verifier(),
 		rng:   rand.New(rand.NewPCG(w.opts.Seed, uint64(id)+1)),
-		voted: make(map[voteKey]bool), byzCkpt: make(map[uint64]crypto.Digest),
+		voted: make(map[voteKey]bool), planned: make(map[slot]bool), byzCkpt: make(map[uint64]crypto.Digest),
 	}
 	switch strategy {
 	case "silent", "garbage":
@@ -96,6 +101,12 @@ func (b *byzantine) receive(from int, frame []byte) {
 		return
 	case "collude":
 		b.collude(m)
+	case "equivocate":
+		// A backup's equivocation: it votes for every version of a proposal it sees,
+		// on top of the conflicting votes emit sends.
+		if b.w.quorum.Primary(0) != pbft.ReplicaID(b.id) {
+			b.collude(m)
+		}
 	}
 	b.core.Step(m)
 	b.flush()
@@ -166,6 +177,10 @@ func (b *byzantine) emit(out pbft.Outbound) {
 				return
 			}
 		case pbft.MsgPrepare, pbft.MsgCommit:
+			var v pbft.Commit
+			if decodeBody(env.Msg.Body, &v) == nil && b.w.coalition[slot{v.View, v.Seq}] != nil {
+				return // the coalition's plan votes for this slot instead
+			}
 			if out.To.Kind == pbft.ToAllReplicas {
 				b.equivocateVote(env)
 				return
@@ -218,6 +233,14 @@ func (b *byzantine) equivocatePrePrepare(env *pbft.Envelope) {
 	ppB := pp
 	ppB.Digest = pbft.BatchDigest(digests)
 	ga, gb := b.halves()
+	plan := make(map[int]crypto.Digest, b.w.n)
+	for _, i := range ga {
+		plan[i] = pp.Digest
+	}
+	for _, i := range gb {
+		plan[i] = ppB.Digest
+	}
+	b.w.coalition[slot{pp.View, pp.Seq}] = plan
 	b.sendSigned(ga, env.Msg, env.Batch)
 	b.sendSigned(gb, pbft.Sign(b.signer, pbft.MsgPrePrepare, uint32(b.id), ppB), alt)
 	b.sendSigned(ga, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: pp.View, Seq: pp.Seq, Digest: pp.Digest}), nil)
@@ -255,6 +278,24 @@ func (b *byzantine) collude(m pbft.Message) {
 	case *pbft.CommitMsg:
 		k = voteKey{m.Commit.View, m.Commit.Seq, m.Commit.Digest}
 	default:
+		return
+	}
+	if plan, ok := b.w.coalition[slot{k.view, k.seq}]; ok {
+		// The coalition knows how the primary split the backups: each correct replica
+		// gets votes for the version it was shown, so no vote of ours is discarded as
+		// conflicting.
+		if b.planned[slot{k.view, k.seq}] {
+			return
+		}
+		b.planned[slot{k.view, k.seq}] = true
+		for i := 0; i < b.w.n; i++ {
+			d, ok := plan[i]
+			if i == b.id || !ok {
+				continue
+			}
+			b.sendSigned([]int{i}, pbft.Sign(b.signer, pbft.MsgPrepare, uint32(b.id), pbft.Prepare{View: k.view, Seq: k.seq, Digest: d}), nil)
+			b.sendSigned([]int{i}, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: k.view, Seq: k.seq, Digest: d}), nil)
+		}
 		return
 	}
 	if b.voted[k] {

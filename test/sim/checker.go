@@ -18,12 +18,12 @@ type reqKey struct {
 type checker struct {
 	correct  []bool
 	res      *Result
-	batchAt  map[uint64]executedBatch    // agreement: seq -> batch, from the first correct executor
-	executed []map[reqKey]bool           // exactly-once, per correct replica
-	resultOf map[reqKey][]byte           // the result correct replicas computed
-	accepted map[reqKey][]byte           // results clients accepted
-	ckptAt   map[uint64]ckptWitness      // checkpoint digests of correct replicas
-	submit   map[crypto.Digest]bool      // validity: requests clients really signed
+	batchAt  map[uint64]executedBatch // agreement: seq -> batch, from the first correct executor
+	executed []map[reqKey]bool        // exactly-once, per correct replica
+	resultOf map[reqKey][]byte        // the result correct replicas computed
+	accepted map[reqKey][]byte        // results clients accepted
+	ckptAt   map[uint64]ckptWitness   // checkpoint digests of correct replicas
+	submit   map[crypto.Digest]bool   // validity: requests clients really signed
 }
 
 type executedBatch struct {

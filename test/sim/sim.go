@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/pbftkit/pbft/app/kvstore"
+	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/pbft"
 )
 
@@ -125,6 +126,9 @@ type world struct {
 	check   *checker
 	parts   []partition
 	res     *Result
+	// coalition is what the Byzantine replicas share: for each (view, seq) an
+	// equivocating primary split, the digest each replica was shown.
+	coalition map[slot]map[int]crypto.Digest
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
@@ -216,8 +220,9 @@ func newWorld(opts Options, res *Result) (*world, error) {
 	}
 	w := &world{
 		opts: opts, n: opts.Replicas, quorum: q, res: res,
-		rng:    rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15)),
-		limits: pbft.DefaultLimits(),
+		rng:       rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15)),
+		limits:    pbft.DefaultLimits(),
+		coalition: make(map[slot]map[int]crypto.Digest),
 	}
 	clientIDs := make([]pbft.ClientID, opts.Clients)
 	for j := range clientIDs {
