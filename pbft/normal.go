@@ -95,8 +95,10 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 	case r.isPrimary():
 		r.drop(m, "pre-prepare sent to the primary")
 		return
+	}
+	r.noteSeq(ReplicaID(m.Signed.From), pp.Seq)
+	switch {
 	case !r.inWindow(pp.Seq):
-		r.noteSeq(pp.Seq)
 		if pp.Seq <= r.h {
 			r.helpLaggard(ReplicaID(m.Signed.From))
 		}
@@ -138,8 +140,10 @@ func (r *Replica) onPrepare(m *PrepareMsg) {
 	case p.View != r.view:
 		r.drop(m, "prepare for another view")
 		return
+	}
+	r.noteSeq(from, p.Seq)
+	switch {
 	case !r.inWindow(p.Seq):
-		r.noteSeq(p.Seq)
 		if p.Seq <= r.h {
 			r.helpLaggard(from)
 		}
@@ -166,8 +170,10 @@ func (r *Replica) onCommit(m *CommitMsg) {
 	case c.View != r.view:
 		r.drop(m, "commit for another view")
 		return
+	}
+	r.noteSeq(from, c.Seq)
+	switch {
 	case !r.inWindow(c.Seq):
-		r.noteSeq(c.Seq)
 		if c.Seq <= r.h {
 			r.helpLaggard(from)
 		}

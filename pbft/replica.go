@@ -43,9 +43,9 @@ type Replica struct {
 	// pendingInstall is a fetched checkpoint waiting for executing batches to drain.
 	pendingInstall *installWait
 
-	// seenAhead is the highest sequence number seen in a valid message from a peer:
-	// evidence that the cluster went further than this replica's log.
-	seenAhead uint64
+	// seenAhead is, per replica, the highest sequence number seen in a valid message
+	// from it: evidence of how far the cluster went.
+	seenAhead []uint64
 	// progressMark and progressTick record when emitted last advanced.
 	progressMark uint64
 	progressTick uint64
@@ -76,6 +76,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		ckpts:      make(map[uint64]*checkpointVotes),
 		lastHelp:   make([]uint64, cfg.N),
 		lastServed: make([]uint64, cfg.N),
+		seenAhead:  make([]uint64, cfg.N),
 	}, nil
 }
 

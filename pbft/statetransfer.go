@@ -77,22 +77,31 @@ func (r *Replica) tickStalled() {
 	r.sendTo(peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.emitted + 1})})
 }
 
+// knowsMore reports evidence that the cluster went beyond what this replica executed:
+// f+1 replicas (so at least one correct one) sent messages for later seqs, or its log
+// holds a pre-prepare it has not executed. A lone Byzantine replica cannot fake either.
 func (r *Replica) knowsMore() bool {
-	if r.seenAhead > r.emitted {
+	ahead := 0
+	for _, n := range r.seenAhead {
+		if n > r.emitted {
+			ahead++
+		}
+	}
+	if ahead >= r.q.Weak() {
 		return true
 	}
 	for n := r.emitted + 1; n <= r.h+r.cfg.LogWindow; n++ {
-		if r.log[n] != nil {
+		if e := r.log[n]; e != nil && e.pp != nil {
 			return true
 		}
 	}
 	return false
 }
 
-// noteSeq records evidence of how far the cluster got.
-func (r *Replica) noteSeq(n uint64) {
-	if n > r.seenAhead && n-r.h <= 1<<32 {
-		r.seenAhead = n
+// noteSeq records that replica from sent a valid message for seq n.
+func (r *Replica) noteSeq(from ReplicaID, n uint64) {
+	if int(from) < len(r.seenAhead) && n > r.seenAhead[from] {
+		r.seenAhead[from] = n
 	}
 }
 

@@ -104,7 +104,7 @@ func (r *fastRing) VerifyClient(id pbft.ClientID, t pbft.MsgType, body, sig []by
 	return hmac.Equal(fastMAC(s, t, uint32(id), body), sig)
 }
 
-// verifiedSet is a per-node cache of verified signatures.
+// verifiedSet is a cache of verified signatures (one per simulated run).
 type verifiedSet map[crypto.Digest]struct{}
 
 func (v verifiedSet) Verified(k crypto.Digest) bool { _, ok := v[k]; return ok }
