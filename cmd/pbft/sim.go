@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ func newSimCmd() *cobra.Command {
 		workers   int
 		asJSON    bool
 		quiet     bool
+		trace     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -37,6 +39,13 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkSimFlags(&o, seeds); err != nil {
 				return err
+			}
+			if trace {
+				if seeds != 1 {
+					return fmt.Errorf("--trace: traces one seed at a time; add --seeds 1")
+				}
+				o.Trace = cmd.ErrOrStderr()
+				quiet = true
 			}
 			stderr := cmd.ErrOrStderr()
 			var progress func(int, *sim.Summary)
@@ -77,6 +86,7 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 	f.IntVar(&workers, "workers", 0, "seeds run in parallel (0: one per CPU)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	f.BoolVar(&quiet, "quiet", false, "no progress line")
+	f.BoolVar(&trace, "trace", false, "print every delivery, execution and drop of one seed to stderr")
 	return cmd
 }
 
@@ -135,6 +145,17 @@ func printSummary(w io.Writer, s *sim.Summary) {
 		s.Seeds, s.SeedStart, s.Requests, s.Crypto)
 	fmt.Fprintf(w, "  safety violations: %d seeds\n  liveness failures: %d seeds\n  requests completed: %d\n  state transfers: %d\n  %.1f s, %.1f seeds/s\n",
 		s.Violations, s.LivenessFailures, s.CommittedRequests, s.StateTransfers, s.ElapsedSeconds, s.SeedsPerSecond)
+	reasons := make([]string, 0, len(s.Drops))
+	for k := range s.Drops {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	if len(reasons) > 0 {
+		fmt.Fprintln(w, "  messages rejected or lost, by reason:")
+		for _, k := range reasons {
+			fmt.Fprintf(w, "    %8d  %s\n", s.Drops[k], k)
+		}
+	}
 	for _, f := range s.Failures {
 		fmt.Fprintf(w, "\nseed %d failed (strategies %v):\n", f.Seed, f.Strategies)
 		for _, v := range f.Violations {

@@ -20,23 +20,25 @@ type Failure struct {
 
 // Summary aggregates a sweep of seeds.
 type Summary struct {
-	Replicas          int       `json:"replicas"`
-	Byzantine         int       `json:"byzantine"`
-	Strategy          string    `json:"strategy"`
-	FaultyPrimary     bool      `json:"faulty_primary"`
-	Requests          int       `json:"requests"`
-	SeedStart         uint64    `json:"seed_start"`
-	Seeds             int       `json:"seeds"`
-	Violations        int       `json:"violations"`        // seeds with a safety violation
-	LivenessFailures  int       `json:"liveness_failures"` // seeds whose requests did not all complete
-	CommittedRequests int       `json:"committed_requests"`
-	FirstFailingSeed  *uint64   `json:"first_failing_seed"`
-	StateTransfers    int       `json:"state_transfers"`
-	Delivered         int       `json:"messages_delivered"`
-	Crypto            string    `json:"crypto"`
-	ElapsedSeconds    float64   `json:"elapsed_seconds"`
-	SeedsPerSecond    float64   `json:"seeds_per_second"`
-	Failures          []Failure `json:"failures"` // the first ones, by seed
+	Replicas          int     `json:"replicas"`
+	Byzantine         int     `json:"byzantine"`
+	Strategy          string  `json:"strategy"`
+	FaultyPrimary     bool    `json:"faulty_primary"`
+	Requests          int     `json:"requests"`
+	SeedStart         uint64  `json:"seed_start"`
+	Seeds             int     `json:"seeds"`
+	Violations        int     `json:"violations"`        // seeds with a safety violation
+	LivenessFailures  int     `json:"liveness_failures"` // seeds whose requests did not all complete
+	CommittedRequests int     `json:"committed_requests"`
+	FirstFailingSeed  *uint64 `json:"first_failing_seed"`
+	StateTransfers    int     `json:"state_transfers"`
+	Delivered         int     `json:"messages_delivered"`
+	// Drops counts rejected or lost messages by reason, over all seeds.
+	Drops          map[string]int `json:"drops"`
+	Crypto         string         `json:"crypto"`
+	ElapsedSeconds float64        `json:"elapsed_seconds"`
+	SeedsPerSecond float64        `json:"seeds_per_second"`
+	Failures       []Failure      `json:"failures"` // the first ones, by seed
 }
 
 const maxReportedFailures = 10
@@ -66,7 +68,7 @@ func RunSeeds(o Options, start uint64, count, workers int, progress func(done in
 	s := Summary{
 		Replicas: o.Replicas, Byzantine: o.Byzantine, Strategy: o.Strategy,
 		FaultyPrimary: o.FaultyPrimary, Requests: o.Requests, SeedStart: start, Seeds: count,
-		Crypto: o.Scheme, Failures: []Failure{},
+		Crypto: o.Scheme, Failures: []Failure{}, Drops: map[string]int{},
 	}
 	if o.FastCrypto {
 		s.Crypto = "fast (simulator stand-in)"
@@ -114,6 +116,9 @@ func (s *Summary) add(r *Result, o Options) {
 	s.CommittedRequests += r.Completed
 	s.StateTransfers += r.StateTransfers
 	s.Delivered += r.Delivered
+	for k, v := range r.Drops {
+		s.Drops[k] += v
+	}
 	if len(r.Violations) > 0 {
 		s.Violations++
 	} else if r.LivenessFailure != "" {

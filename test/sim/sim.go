@@ -3,6 +3,7 @@ package sim
 import (
 	"container/heap"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -42,6 +43,9 @@ type Options struct {
 	MaxBatch           int
 	MaxInFlight        int // batches the primary keeps in flight (pipelining depth)
 	ClientTimeout      int // ticks before a client retransmits to every replica
+
+	// Trace, when set, receives one line per delivered frame, execution and drop.
+	Trace io.Writer
 }
 
 // DefaultOptions is the scenario used by `pbft sim` and the tests: 4 replicas, one
@@ -134,6 +138,57 @@ type world struct {
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
+
+func (w *world) trace(format string, args ...any) {
+	fmt.Fprintf(w.opts.Trace, "t=%d.%d %s\n", w.now/tickUnits, w.now%tickUnits, fmt.Sprintf(format, args...))
+}
+
+func (w *world) addrName(a int) string {
+	switch {
+	case a >= w.n:
+		return fmt.Sprintf("client%d", a-w.n+1)
+	case w.res.Strategies[a] != "":
+		return fmt.Sprintf("r%d(%s)", a, w.res.Strategies[a])
+	default:
+		return fmt.Sprintf("r%d", a)
+	}
+}
+
+// describeFrame summarises a frame for traces without verifying it.
+func describeFrame(frame []byte) string {
+	env, err := pbft.DecodeEnvelope(frame, pbft.DefaultLimits())
+	if err != nil {
+		return fmt.Sprintf("undecodable %d bytes", len(frame))
+	}
+	m := &env.Msg
+	var body struct {
+		_    struct{} `cbor:",toarray"`
+		A, B uint64
+		D    []byte
+	}
+	switch m.Type {
+	case pbft.MsgPrePrepare, pbft.MsgPrepare, pbft.MsgCommit:
+		if pbft.Unmarshal(m.Body, &body) == nil && len(body.D) >= 4 {
+			return fmt.Sprintf("%s from %d v=%d n=%d d=%x batch=%d", m.Type, m.From, body.A, body.B, body.D[:4], len(env.Batch))
+		}
+	case pbft.MsgCheckpoint:
+		var c pbft.Checkpoint
+		if pbft.Unmarshal(m.Body, &c) == nil {
+			return fmt.Sprintf("checkpoint from %d n=%d state=%s", m.From, c.Seq, c.State.Short())
+		}
+	case pbft.MsgRequest:
+		var r pbft.Request
+		if pbft.Unmarshal(m.Body, &r) == nil {
+			return fmt.Sprintf("request client=%d t=%d", r.Client, r.Timestamp)
+		}
+	case pbft.MsgReply:
+		var r pbft.Reply
+		if pbft.Unmarshal(m.Body, &r) == nil {
+			return fmt.Sprintf("reply from %d client=%d t=%d result=%x", m.From, r.Client, r.Timestamp, crypto.Hash(r.Result).Short())
+		}
+	}
+	return fmt.Sprintf("%s from %d (%d bytes)", m.Type, m.From, len(frame))
+}
 
 func (w *world) push(e *event) {
 	w.seq++
@@ -351,6 +406,9 @@ func (w *world) run() {
 			w.push(&event{at: w.now + tickUnits, tick: true, to: e.to})
 		} else {
 			w.res.Delivered++
+			if w.opts.Trace != nil {
+				w.trace("deliver %s -> %s: %s", w.addrName(e.from), w.addrName(e.to), describeFrame(e.frame))
+			}
 			w.nodes[e.to].receive(e.from, e.frame)
 		}
 		if w.allDone() {
@@ -427,6 +485,9 @@ func (r *replicaNode) flush() {
 		}
 		for _, d := range rd.Drops {
 			r.w.res.Drops["core: "+d.Reason]++
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d drops %s from %d: %s", r.id, d.Type, d.From, d.Reason)
+			}
 		}
 		for _, out := range rd.Messages {
 			if out.Env.Msg.Type == pbft.MsgCheckpoint && out.Env.Msg.From == uint32(r.id) {
@@ -440,6 +501,9 @@ func (r *replicaNode) flush() {
 				return
 			}
 			r.w.res.StateTransfers++
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d installs checkpoint state n=%d", r.id, rd.Install.Seq)
+			}
 			r.w.check.onInstall(r.id, rd.Install.Seq)
 		}
 		for _, b := range rd.Execute {
@@ -448,6 +512,9 @@ func (r *replicaNode) flush() {
 				ex.Results[i] = r.app.Execute(m.Request.Op)
 			}
 			r.w.check.onExecute(r.id, &b, ex.Results)
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d executes n=%d v=%d d=%s (%d requests)", r.id, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
+			}
 			if b.Checkpoint {
 				snap, err := r.app.Snapshot()
 				if err != nil {
