@@ -1,5 +1,7 @@
 package pbft
 
+import "github.com/pbftkit/pbft/crypto"
+
 // stateTransfer is an ongoing fetch of the state at a stable checkpoint this replica
 // cannot reach by executing its log.
 type stateTransfer struct {
@@ -140,7 +142,7 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 		return
 	}
 	sc := &StableCheckpoint{Seq: resp.Seq, State: d, Proof: proof}
-	if resp.Seq <= r.emitted {
+	if resp.Seq <= r.emitted && !r.ownCheckpointDiffers(resp.Seq, d) {
 		// We executed that far ourselves: the proof alone makes our checkpoint stable.
 		for _, c := range m.Proof {
 			r.onCheckpoint(c)
@@ -180,10 +182,17 @@ func (r *Replica) retryTransfer(sc *StableCheckpoint) {
 	r.askState()
 }
 
+// ownCheckpointDiffers reports whether this replica's own checkpoint at n disagrees
+// with the certified digest d: its state is wrong, and only the certified state repairs it.
+func (r *Replica) ownCheckpointDiffers(n uint64, d crypto.Digest) bool {
+	cv := r.ckpts[n]
+	return cv != nil && cv.own != nil && cv.ownDigest != d
+}
+
 func (r *Replica) finishInstall() {
 	w := r.pendingInstall
 	r.pendingInstall = nil
-	if w.sc.Seq <= r.emitted {
+	if w.sc.Seq <= r.h || (w.sc.Seq <= r.emitted && !r.ownCheckpointDiffers(w.sc.Seq, w.sc.State)) {
 		return
 	}
 	r.clients = w.table

@@ -1,0 +1,427 @@
+package pbft
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/pbftkit/pbft/crypto"
+)
+
+// ---- stable checkpoints and garbage collection ----
+
+func TestCheckpointBecomesStableAtTwoFPlusOneMatchingMessages(t *testing.T) {
+	c := newCluster(t, 4) // K = 4, L = 8, 2f+1 = 3
+	c.holdIf = isType(MsgCheckpoint)
+	c.submitAndRun(c.requests(4, 2, "c")...)
+	c.holdIf = nil
+	r := c.reps[1]
+	if s := r.Status(); s.Executed != 4 || s.LowMark != 0 || s.LogSize != 4 {
+		t.Fatalf("before any checkpoint message: %+v", s)
+	}
+	own := r.ckpts[4].ownDigest
+	if own != c.stateDigest(1) {
+		t.Fatalf("own checkpoint digest is not the digest of app state and client table")
+	}
+	heldFrom := func(j int) func(tMsg) bool {
+		return func(m tMsg) bool { return m.from == j && m.to == 1 }
+	}
+
+	// A checkpoint at a sequence number that is not a multiple of K is refused.
+	c.injectNow(2, 1, c.checkpointAs(2, 3, own))
+	if len(c.dropped(1, "not a checkpoint")) != 1 {
+		t.Fatalf("checkpoint at n=3 not refused: %+v", c.drops[1])
+	}
+	// Own + replica 2 = 2f matching: not stable.
+	c.release(heldFrom(2))
+	c.run()
+	if s := r.Status(); s.LowMark != 0 || len(c.stables[1]) != 0 {
+		t.Fatalf("stable on 2f matching checkpoints: %+v", s)
+	}
+	// The same checkpoint again counts once.
+	c.injectNow(2, 1, c.checkpointAs(2, 4, own))
+	// A checkpoint with another digest does not count, nor does its sender's later change.
+	c.injectNow(3, 1, c.checkpointAs(3, 4, crypto.Digest{0xba, 0xd}))
+	c.release(heldFrom(3))
+	c.run()
+	if s := r.Status(); s.LowMark != 0 || len(c.stables[1]) != 0 {
+		t.Fatalf("stable with a duplicate and a mismatching checkpoint: %+v", s)
+	}
+	if len(c.dropped(1, "conflicting checkpoint")) != 1 {
+		t.Fatalf("replica 3 changing its checkpoint was not refused: %+v", c.drops[1])
+	}
+
+	// Replica 0's matching checkpoint makes 2f+1.
+	c.release(heldFrom(0))
+	c.run()
+	s := r.Status()
+	if s.LowMark != 4 || s.LogSize != 0 {
+		t.Fatalf("after 2f+1 matching checkpoints: %+v, want low mark 4 and an empty log", s)
+	}
+	if len(c.stables[1]) != 1 {
+		t.Fatalf("Ready.Stable reported %d times, want once", len(c.stables[1]))
+	}
+	sc := c.stables[1][0]
+	if sc.Seq != 4 || sc.State != own || len(sc.Proof) != 3 {
+		t.Fatalf("stable checkpoint %+v, want n=4 with a 3-message proof of the own digest", sc)
+	}
+	signers := map[uint32]bool{}
+	for _, p := range sc.Proof {
+		m, err := c.vers[2].Open(&Envelope{Msg: p})
+		if err != nil {
+			t.Fatalf("proof entry does not verify: %v", err)
+		}
+		cp := m.(*CheckpointMsg).Checkpoint
+		if cp.Seq != 4 || cp.State != own || signers[p.From] {
+			t.Fatalf("proof entry %+v from %d", cp, p.From)
+		}
+		signers[p.From] = true
+	}
+	if signers[3] {
+		t.Fatalf("the mismatching checkpoint of replica 3 is in the proof")
+	}
+	for n := range r.ckpts {
+		if n <= 4 {
+			t.Fatalf("checkpoint votes at n=%d kept after n=4 became stable", n)
+		}
+	}
+	// The window moved to (4, 12].
+	c.injectNow(0, 1, c.prePrepareAs(0, 0, 12, c.request(5, "n12")))
+	c.injectNow(0, 1, c.prePrepareAs(0, 0, 4, c.request(5, "n4")))
+	if len(c.sentFor(1, MsgPrepare, 12)) != 1 || len(c.sentFor(1, MsgPrepare, 4)) != 1 {
+		t.Fatalf("after h=4: prepares %+v, want n=12 accepted and n=4 refused", c.sent(1, MsgPrepare))
+	}
+}
+
+func TestGarbageCollectionKeepsLogWithinWindow(t *testing.T) {
+	c := newCluster(t, 4)
+	L := int(c.cfgs[0].LogWindow)
+	K := int(c.cfgs[0].CheckpointInterval)
+	total := 0
+	for round := 0; round < 12; round++ {
+		// Bursts larger than the window: the primary fills it and must wait for
+		// checkpoints; commits are held for a while so entries pile up.
+		c.holdIf = isType(MsgCommit)
+		c.submitAndRun(c.requests(10, 5, fmt.Sprint("gc", round))...)
+		c.holdIf = nil
+		c.release(nil)
+		c.run()
+		total += 10
+		c.tickAll(2)
+	}
+	if !c.runUntil(50, func() bool {
+		for i := range c.n {
+			if c.apps[i].ops != total {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("not every request executed:%s", c.debug())
+	}
+	if c.maxLog[0] != L {
+		t.Fatalf("the primary's log never filled the window (max %d of %d): the test checks little", c.maxLog[0], L)
+	}
+	for i := range c.n {
+		if c.maxLog[i] > L {
+			t.Fatalf("replica %d held %d log entries, window is %d", i, c.maxLog[i], L)
+		}
+		if c.maxCkpts[i] > L/K+c.n {
+			t.Fatalf("replica %d held checkpoint votes for %d seqs", i, c.maxCkpts[i])
+		}
+		s := c.reps[i].Status()
+		if s.Executed != uint64(total) || s.LowMark != s.Executed-s.Executed%uint64(K) {
+			t.Fatalf("replica %d: low mark %d after executing %d: garbage collection lags", i, s.LowMark, s.Executed)
+		}
+		for _, ce := range c.reps[i].clients.clients {
+			if len(ce.replies) > c.cfgs[i].ReplyWindow {
+				t.Fatalf("replica %d caches %d replies for one client", i, len(ce.replies))
+			}
+		}
+	}
+	c.requireAgreement(c.all()...)
+	c.requireExactlyOnce()
+
+	// Checkpoints far above the window from a faulty replica take bounded memory.
+	r := c.reps[1]
+	h := r.Status().LowMark
+	for k := uint64(1); k <= 50; k++ {
+		seq := h + 1000*uint64(K) + k*uint64(K)
+		if k%2 == 0 {
+			seq = h + 1000*uint64(K) - k*uint64(K)
+		}
+		c.injectNow(3, 1, c.checkpointAs(3, seq, crypto.Digest{byte(k)}))
+	}
+	if len(r.ckpts) > L/K+c.n {
+		t.Fatalf("50 high checkpoints from one replica: %d checkpoint seqs held", len(r.ckpts))
+	}
+}
+
+func TestPrimaryProposesOnlyInsideWatermarks(t *testing.T) {
+	c := newCluster(t, 4) // L = 8
+	c.holdIf = isType(MsgCheckpoint)
+	c.submitAndRun(c.requests(12, 4, "w")...)
+	pp := c.sent(0, MsgPrePrepare)
+	if len(pp) != 8 || pp[7].Seq != 8 {
+		t.Fatalf("primary proposed %d batches without a stable checkpoint, window is 8", len(pp))
+	}
+	if s := c.reps[0].Status(); s.Pending != 4 || s.Executed != 8 || s.LowMark != 0 {
+		t.Fatalf("primary: %+v", s)
+	}
+	c.holdIf = nil
+	c.release(nil)
+	c.run()
+	for i := range c.n {
+		if s := c.reps[i].Status(); s.Executed != 12 || s.LowMark != 12 {
+			t.Fatalf("replica %d after checkpoints: %+v", i, s)
+		}
+	}
+	c.requireAgreement(c.all()...)
+}
+
+// ---- state transfer ----
+
+func TestLaggingReplicaInstallsCertifiedCheckpointState(t *testing.T) {
+	c := newCluster(t, 4)
+	early := c.requests(4, 4, "early")
+	c.submitAndRun(early...)
+	c.isolate(3)
+	mid := c.requests(16, 4, "mid")
+	c.submitAndRun(mid...)
+	for i := range 3 {
+		if s := c.reps[i].Status(); s.Executed != 20 || s.LowMark != 20 {
+			t.Fatalf("replica %d without 3: %+v", i, s)
+		}
+	}
+	if s := c.reps[3].Status(); s.Executed != 4 || s.LowMark != 4 {
+		t.Fatalf("isolated replica: %+v", s)
+	}
+	c.reconnect(3)
+	c.submit(0, c.request(1, "late"))
+	if !c.runUntil(100, func() bool { return c.allExecuted(21, c.all()...) }) {
+		t.Fatalf("lagging replica did not catch up:%s", c.debug())
+	}
+	a3 := c.apps[3]
+	if len(a3.installs) != 1 || a3.installs[0] != 20 {
+		t.Fatalf("replica 3 installed %v, want the checkpoint at 20", a3.installs)
+	}
+	if a3.ops != 5 || slices.Contains(a3.batches, 5) {
+		t.Fatalf("replica 3 ran %d ops (batches %v): it should have run early and late only", a3.ops, a3.batches)
+	}
+	for i := range c.n {
+		if c.stateDigest(i) != c.stateDigest(0) || !bytes.Equal(c.apps[i].state, c.apps[0].state) {
+			t.Fatalf("replica %d state differs after state transfer", i)
+		}
+	}
+
+	// Exactly-once survives the transfer: old requests are answered from the installed
+	// client table (or dropped when below its low mark), never run again.
+	ops := make([]int, c.n)
+	for i := range c.n {
+		ops[i] = c.apps[i].ops
+	}
+	orig := c.repliesTo(4, 5) // mid[15]: client 4, t=5, inside the reply window
+	c.submit(3, mid[15])
+	c.submit(0, mid[15])
+	c.submit(3, early[0]) // client 1, t=1: below the low mark
+	c.run()
+	for i := range c.n {
+		if c.apps[i].ops != ops[i] {
+			t.Fatalf("replica %d ran a retransmitted old request", i)
+		}
+	}
+	var from3 []tReply
+	for _, r := range c.repliesTo(4, 5) {
+		if r.from == 3 {
+			from3 = append(from3, r)
+		}
+	}
+	if len(from3) != 1 || !bytes.Equal(from3[0].reply.Result, orig[0].reply.Result) {
+		t.Fatalf("replica 3 answered the retransmission with %d replies, want the cached result", len(from3))
+	}
+	if len(c.dropped(3, "superseded")) != 1 {
+		t.Fatalf("replica 3 did not drop the request below the low mark: %+v", c.drops[3])
+	}
+	c.requireExactlyOnce()
+
+	// Replica 3 is a full member again: without replica 1 the cluster needs it for every
+	// quorum, its checkpoints included.
+	c.isolate(1)
+	c.submitAndRun(c.requests(8, 4, "after")...)
+	for _, i := range []int{0, 2, 3} {
+		if s := c.reps[i].Status(); s.Executed != 29 || s.LowMark != 28 {
+			t.Fatalf("replica %d with 1 isolated: %+v", i, s)
+		}
+	}
+	c.requireAgreement(0, 2, 3)
+	if c.maxLog[3] > int(c.cfgs[3].LogWindow) {
+		t.Fatalf("replica 3 held %d log entries", c.maxLog[3])
+	}
+}
+
+func TestStateFromByzantinePeerThatDoesNotMatchCertifiedDigestIsRejected(t *testing.T) {
+	c := newCluster(t, 4)
+	c.isolate(3)
+	c.submitAndRun(c.requests(16, 4, "s")...)
+	sc, good := c.reps[0].stable, c.reps[0].stableState
+	if sc == nil || sc.Seq != 16 || len(sc.Proof) != 3 {
+		t.Fatalf("replica 0 stable checkpoint %+v", sc)
+	}
+	c.reconnect(3)
+	c.holdIf = isType(MsgStateRequest)
+	// The certified checkpoint reaches replica 3, which starts fetching its state.
+	for _, s := range sc.Proof {
+		c.injectNow(int(s.From), 3, &Envelope{Msg: s})
+	}
+	if len(c.held) != 1 || c.held[0].from != 3 || c.held[0].info().Seq != 16 {
+		t.Fatalf("replica 3 did not ask for the state at 16: held %d frames", len(c.held))
+	}
+
+	// The adversary holds replica 2's key and answers with the valid proof but a state
+	// that is not the certified one.
+	var cs CheckpointState
+	if err := Unmarshal(good, &cs); err != nil {
+		t.Fatal(err)
+	}
+	wrongApp := CheckpointState{App: []byte("not the state"), Clients: cs.Clients}
+	wrongTable := CheckpointState{App: cs.App, Clients: slices.Clone(cs.Clients)}
+	wrongTable.Clients[0].Replies = slices.Clone(wrongTable.Clients[0].Replies)
+	wrongTable.Clients[0].Replies[0].Result = []byte("forged cached reply")
+	respond := func(st []byte, proof []Signed) {
+		c.injectNow(2, 3, &Envelope{Msg: c.signAs(2, MsgStateResponse, StateResponse{Seq: 16, Proof: proof, State: st})})
+	}
+	respond(Marshal(wrongApp), sc.Proof)
+	respond(Marshal(wrongTable), sc.Proof)
+	if d := c.dropped(3, "does not match the certified digest"); len(d) != 2 || d[0].From != 2 || d[0].Type != MsgStateResponse {
+		t.Fatalf("state not matching the certified digest: drops %+v", c.drops[3])
+	}
+	respond([]byte{0xff}, sc.Proof)
+	if len(c.dropped(3, "malformed state")) != 1 {
+		t.Fatalf("malformed state not refused: %+v", c.drops[3])
+	}
+	// Proofs short of 2f+1 matching checkpoints certify nothing, whatever the state.
+	respond(good, sc.Proof[:2])
+	fake := StateDigest(wrongApp.App, wrongApp.Clients)
+	respond(Marshal(wrongApp), []Signed{sc.Proof[0], sc.Proof[1], c.signAs(2, MsgCheckpoint, Checkpoint{Seq: 16, State: fake})})
+	respond(Marshal(wrongApp), []Signed{c.signAs(2, MsgCheckpoint, Checkpoint{Seq: 16, State: fake})})
+	if len(c.dropped(3, "without a 2f+1 checkpoint proof")) != 3 {
+		t.Fatalf("state responses without a quorum proof: drops %+v", c.drops[3])
+	}
+	if len(c.apps[3].installs) != 0 || c.reps[3].Status().LowMark != 0 {
+		t.Fatalf("replica 3 installed unverified state: %v", c.apps[3].installs)
+	}
+
+	// The correct peers' answers install the certified state.
+	c.holdIf = nil
+	c.release(nil)
+	if !c.runUntil(50, func() bool { return len(c.apps[3].installs) > 0 }) {
+		t.Fatalf("certified state never installed:%s", c.debug())
+	}
+	if !slices.Equal(c.apps[3].installs, []uint64{16}) || !bytes.Equal(c.apps[3].state, cs.App) {
+		t.Fatalf("replica 3 installed %v", c.apps[3].installs)
+	}
+	if c.stateDigest(3) != sc.State || c.reps[3].Status().LowMark != 16 {
+		t.Fatalf("replica 3 after install: %+v", c.reps[3].Status())
+	}
+}
+
+func TestReplicaWhoseCheckpointDisagreesFetchesCertifiedState(t *testing.T) {
+	c := newCluster(t, 4)
+	c.submitAndRun(c.requests(2, 2, "x")...)
+	// Replica 1's application state gets corrupted (a local fault, e.g. a bad disk).
+	bad := sha256.Sum256([]byte("corrupted"))
+	c.apps[1].state = bad[:]
+	c.submitAndRun(c.requests(2, 2, "y")...)
+	if len(c.dropped(1, "own state disagrees")) != 1 {
+		t.Fatalf("replica 1 did not notice that its checkpoint disagrees with 2f+1 others: %+v", c.drops[1])
+	}
+	// A replica that executed past a checkpoint on a wrong state must still install the
+	// certified state: its own digest disagreeing with 2f+1 others is what tells it so.
+	if !c.runUntil(50, func() bool { return len(c.apps[1].installs) > 0 }) {
+		t.Fatalf("replica 1 never installed the certified state at 4: %+v", c.reps[1].Status())
+	}
+	if c.apps[1].installs[0] != 4 || c.stateDigest(1) != c.stateDigest(0) {
+		t.Fatalf("replica 1 installed %v but its state still differs", c.apps[1].installs)
+	}
+	c.submitAndRun(c.requests(8, 2, "z")...)
+	for i := range c.n {
+		if s := c.reps[i].Status(); s.Executed != 12 || s.LowMark != 12 {
+			t.Fatalf("replica %d: %+v", i, s)
+		}
+	}
+	c.requireAgreement(c.all()...)
+}
+
+func TestSlowApplicationDefersInstallUntilBatchesReturn(t *testing.T) {
+	c := newCluster(t, 4)
+	c.async[3] = true // replica 3's application runs nothing until told
+	c.submitAndRun(c.requests(20, 4, "slow")...)
+	for i := range 3 {
+		if s := c.reps[i].Status(); s.Executed != 20 || s.LowMark != 20 {
+			t.Fatalf("replica %d: %+v", i, s)
+		}
+	}
+	r3 := c.reps[3]
+	// Execution stops at the checkpoint batch until its snapshot is back.
+	if len(c.pendingExec[3]) != 4 || c.pendingExec[3][3].Seq != 4 || !c.pendingExec[3][3].Checkpoint {
+		t.Fatalf("replica 3 was handed %d batches, want 1..4 ending with the checkpoint", len(c.pendingExec[3]))
+	}
+	// Its peers certified checkpoints past its window: it fetches one while its
+	// application still has batches to run.
+	c.tickAll(20)
+	if r3.pendingInstall == nil && r3.transfer == nil {
+		t.Fatalf("replica 3 does not fetch state although the cluster is far ahead:%s", c.debug())
+	}
+	c.execute(3, 2)
+	if len(c.apps[3].installs) != 0 {
+		t.Fatalf("state installed while batches were still executing")
+	}
+	c.execute(3, -1)
+	if !c.runUntil(50, func() bool {
+		c.execute(3, -1)
+		return len(c.apps[3].installs) > 0
+	}) {
+		t.Fatalf("replica 3 never installed the certified state:%s", c.debug())
+	}
+	if got := c.apps[3].installs[0]; got != 20 {
+		t.Fatalf("installed %d, want 20", got)
+	}
+	if c.stateDigest(3) != c.stateDigest(0) || r3.Status().LowMark != 20 {
+		t.Fatalf("replica 3 after install: %+v", r3.Status())
+	}
+	// It keeps up from there, its application still lagging behind the core.
+	c.submitAndRun(c.requests(6, 4, "more")...)
+	c.execute(3, -1)
+	c.run()
+	c.execute(3, -1)
+	if !c.allExecuted(26, c.all()...) {
+		t.Fatalf("not all at 26:%s", c.debug())
+	}
+	c.requireAgreement(c.all()...)
+	c.requireExactlyOnce()
+}
+
+func TestOlderCertifiedStateIsNeverInstalledOverNewer(t *testing.T) {
+	c := newCluster(t, 4)
+	c.submitAndRun(c.requests(4, 2, "a")...)
+	old, oldState := c.reps[0].stable, c.reps[0].stableState
+	c.submitAndRun(c.requests(5, 2, "b")...)
+	for i := range c.n {
+		if s := c.reps[i].Status(); s.LowMark != 8 || s.Executed != 9 {
+			t.Fatalf("replica %d: %+v", i, s)
+		}
+	}
+	before := c.stateDigest(1)
+	// A replay of the (validly certified) state at 4, from any replica, changes nothing.
+	resp := StateResponse{Seq: old.Seq, Proof: old.Proof, State: oldState}
+	c.injectNow(2, 1, &Envelope{Msg: c.signAs(2, MsgStateResponse, resp)})
+	for _, s := range old.Proof {
+		c.injectNow(int(s.From), 1, &Envelope{Msg: s})
+	}
+	c.run()
+	if len(c.apps[1].installs) != 0 || c.reps[1].Status().LowMark != 8 || c.stateDigest(1) != before {
+		t.Fatalf("an older checkpoint moved replica 1 back: installs %v, %+v", c.apps[1].installs, c.reps[1].Status())
+	}
+}
