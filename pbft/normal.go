@@ -130,66 +130,49 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 
 func (r *Replica) onPrepare(m *PrepareMsg) {
 	p := &m.Prepare
-	from := ReplicaID(m.Signed.From)
-	switch {
-	case from == r.q.Primary(p.View):
+	if ReplicaID(m.Signed.From) == r.q.Primary(p.View) {
 		// Pitfall: the primary's pre-prepare stands for its vote; a PREPARE from it
 		// must not count towards the 2f.
 		r.drop(m, "prepare from the primary")
 		return
-	case p.View != r.view:
-		r.drop(m, "prepare for another view")
-		return
 	}
-	r.noteSeq(from, p.Seq)
-	switch {
-	case !r.inWindow(p.Seq):
-		if p.Seq <= r.h {
-			r.helpLaggard(from)
-		}
-		r.drop(m, "prepare outside the watermarks")
-		return
-	}
-	e := r.getEntry(p.Seq)
-	if v := &e.prepares[from]; v.has {
-		if v.digest != p.Digest {
-			r.drop(m, "conflicting prepare from the same replica")
-			return
-		}
-		r.answerRetransmission(e, from)
-		return
-	}
-	e.prepares[from] = vote{has: true, digest: p.Digest, msg: m.Signed}
-	r.check(e)
+	r.onVote(m, p.View, p.Seq, p.Digest, func(e *entry) []vote { return e.prepares })
 }
 
 func (r *Replica) onCommit(m *CommitMsg) {
 	c := &m.Commit
-	from := ReplicaID(m.Signed.From)
-	switch {
-	case c.View != r.view:
-		r.drop(m, "commit for another view")
+	r.onVote(m, c.View, c.Seq, c.Digest, func(e *entry) []vote { return e.commits })
+}
+
+// onVote holds the rules PREPARE and COMMIT share: same view, inside the watermarks, one
+// vote per sender per entry (a second with another digest is refused, the same one again
+// is a retransmission to answer).
+func (r *Replica) onVote(m Message, view, n uint64, d crypto.Digest, votes func(*entry) []vote) {
+	from := ReplicaID(m.Raw().From)
+	kind := m.Raw().Type.String()
+	if view != r.view {
+		r.drop(m, kind+" for another view")
 		return
 	}
-	r.noteSeq(from, c.Seq)
-	switch {
-	case !r.inWindow(c.Seq):
-		if c.Seq <= r.h {
+	r.noteSeq(from, n)
+	if !r.inWindow(n) {
+		if n <= r.h {
 			r.helpLaggard(from)
 		}
-		r.drop(m, "commit outside the watermarks")
+		r.drop(m, kind+" outside the watermarks")
 		return
 	}
-	e := r.getEntry(c.Seq)
-	if v := &e.commits[from]; v.has {
-		if v.digest != c.Digest {
-			r.drop(m, "conflicting commit from the same replica")
+	e := r.getEntry(n)
+	vs := votes(e)
+	if v := &vs[from]; v.has {
+		if v.digest != d {
+			r.drop(m, "conflicting "+kind+" from the same replica")
 			return
 		}
 		r.answerRetransmission(e, from)
 		return
 	}
-	e.commits[from] = vote{has: true, digest: c.Digest, msg: m.Signed}
+	vs[from] = vote{has: true, digest: d, msg: *m.Raw()}
 	r.check(e)
 }
 
@@ -232,15 +215,7 @@ func (r *Replica) retransmit() {
 			if id == r.id || (e.commits[j].has && e.commits[j].digest == e.digest) {
 				continue
 			}
-			if primary {
-				r.sendTo(id, e.pp.Envelope())
-			}
-			if e.myPrepare != nil {
-				r.sendTo(id, &Envelope{Msg: *e.myPrepare})
-			}
-			if e.myCommit != nil {
-				r.sendTo(id, &Envelope{Msg: *e.myCommit})
-			}
+			r.sendEntry(e, id, primary)
 		}
 	}
 	for n := r.h + r.cfg.CheckpointInterval; n <= r.executed; n += r.cfg.CheckpointInterval {
@@ -271,7 +246,13 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 		return
 	}
 	e.answered[to] = r.ticks + 1
-	if r.isPrimary() {
+	r.sendEntry(e, to, r.isPrimary())
+}
+
+// sendEntry sends this replica's part of an entry to one replica: the pre-prepare and
+// its batch if it is the primary, and its own prepare and commit if it sent them.
+func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
+	if primary {
 		r.sendTo(to, e.pp.Envelope())
 	}
 	if e.myPrepare != nil {

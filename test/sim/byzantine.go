@@ -145,13 +145,7 @@ func (b *byzantine) flush() {
 			_ = b.app.Restore(rd.Install.App)
 		}
 		for _, bt := range rd.Execute {
-			ex := pbft.Executed{Seq: bt.Seq, Results: make([][]byte, len(bt.Requests))}
-			for i, m := range bt.Requests {
-				ex.Results[i] = b.app.Execute(m.Request.Op)
-			}
-			if bt.Checkpoint {
-				ex.Snapshot, _ = b.app.Snapshot()
-			}
+			ex, _ := execute(b.app, &bt)
 			if err := b.core.Executed(ex); err != nil {
 				return
 			}

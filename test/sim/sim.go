@@ -507,21 +507,14 @@ func (r *replicaNode) flush() {
 			r.w.check.onInstall(r.id, rd.Install.Seq)
 		}
 		for _, b := range rd.Execute {
-			ex := pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
-			for i, m := range b.Requests {
-				ex.Results[i] = r.app.Execute(m.Request.Op)
+			ex, err := execute(r.app, &b)
+			if err != nil {
+				r.w.check.violate("replica %d: %v", r.id, err)
+				return
 			}
 			r.w.check.onExecute(r.id, &b, ex.Results)
 			if r.w.opts.Trace != nil {
 				r.w.trace("r%d executes n=%d v=%d d=%s (%d requests)", r.id, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
-			}
-			if b.Checkpoint {
-				snap, err := r.app.Snapshot()
-				if err != nil {
-					r.w.check.violate("replica %d: snapshot: %v", r.id, err)
-					return
-				}
-				ex.Snapshot = snap
 			}
 			if err := r.core.Executed(ex); err != nil {
 				r.w.check.violate("replica %d: %v", r.id, err)
@@ -532,4 +525,21 @@ func (r *replicaNode) flush() {
 			r.w.res.MaxLogSize = s
 		}
 	}
+}
+
+// execute runs a batch on the application, as a runtime does, with the snapshot the
+// core asks for at a checkpoint.
+func execute(app *kvstore.Store, b *pbft.Batch) (pbft.Executed, error) {
+	ex := pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
+	for i, m := range b.Requests {
+		ex.Results[i] = app.Execute(m.Request.Op)
+	}
+	if b.Checkpoint {
+		snap, err := app.Snapshot()
+		if err != nil {
+			return ex, fmt.Errorf("snapshot n=%d: %w", b.Seq, err)
+		}
+		ex.Snapshot = snap
+	}
+	return ex, nil
 }
