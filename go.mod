@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/cloudflare/circl v1.6.5
 	github.com/fxamacker/cbor/v2 v2.9.6
+	github.com/google/go-cmp v0.7.0
 	github.com/spf13/cobra v1.10.2
 )
 

@@ -1,6 +1,7 @@
 package pbft
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/pbftkit/pbft/crypto"
@@ -40,7 +41,7 @@ type PublicKeyRing struct {
 
 // VerifyReplica implements KeyRing.
 func (k *PublicKeyRing) VerifyReplica(id ReplicaID, t MsgType, body, sig []byte) bool {
-	if int(id) >= len(k.Replicas) {
+	if uint64(id) >= uint64(len(k.Replicas)) {
 		return false
 	}
 	return k.Replicas[id].Verify(crypto.Domain{Cluster: k.Cluster, Type: uint8(t), Signer: uint32(id)}, body, sig)
@@ -80,10 +81,14 @@ type Verifier struct {
 	Cache  VerifiedCache // optional
 }
 
+// cacheKey names exactly one signed message: type, sender, and length-prefixed body
+// and signature, so no two messages share a key however their bytes are split.
 func cacheKey(s *Signed) crypto.Digest {
-	var hdr [5]byte
+	var hdr [13]byte
 	hdr[0] = byte(s.Type)
-	hdr[1], hdr[2], hdr[3], hdr[4] = byte(s.From>>24), byte(s.From>>16), byte(s.From>>8), byte(s.From)
+	binary.BigEndian.PutUint32(hdr[1:], s.From)
+	binary.BigEndian.PutUint32(hdr[5:], uint32(len(s.Body)))
+	binary.BigEndian.PutUint32(hdr[9:], uint32(len(s.Sig)))
 	return crypto.Hash(hdr[:], s.Body, s.Sig)
 }
 
@@ -99,7 +104,7 @@ func (v *Verifier) checkSig(s *Signed) error {
 	if s.Type == MsgRequest {
 		ok = v.Keys.VerifyClient(ClientID(s.From), s.Type, s.Body, s.Sig)
 	} else {
-		if int(s.From) >= v.N {
+		if uint64(s.From) >= uint64(v.N) {
 			return malformed("%s from unknown replica %d", s.Type, s.From)
 		}
 		ok = v.Keys.VerifyReplica(ReplicaID(s.From), s.Type, s.Body, s.Sig)
@@ -284,7 +289,7 @@ func (v *Verifier) open(s *Signed) (Message, error) {
 
 // decodeSigned decodes a replica-signed body and checks its signature.
 func (v *Verifier) decodeSigned(s *Signed, body any) error {
-	if int(s.From) >= v.N {
+	if uint64(s.From) >= uint64(v.N) {
 		return malformed("%s from unknown replica %d", s.Type, s.From)
 	}
 	if err := unmarshalCanonical(s.Body, body); err != nil {

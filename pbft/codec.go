@@ -42,7 +42,11 @@ var (
 
 func init() {
 	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	// Nil and empty containers encode alike (as empty), so a decoded null never
+	// re-encodes to its own bytes: every message has exactly one accepted form.
+	enc := cbor.CoreDetEncOptions()
+	enc.NilContainers = cbor.NilContainerAsEmpty
+	encMode, err = enc.EncMode()
 	if err != nil {
 		panic(err) // static options: a failure is a programming error caught by every test
 	}

@@ -266,7 +266,7 @@ func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
 // helpLaggard answers a replica whose messages are below our stable checkpoint with the
 // proof of that checkpoint, so it can fetch the state; at most once per retransmit period.
 func (r *Replica) helpLaggard(id ReplicaID) {
-	if r.stable == nil || id == r.id || int(id) >= r.cfg.N {
+	if r.stable == nil || id == r.id || uint64(id) >= uint64(r.cfg.N) {
 		return
 	}
 	if r.lastHelp[id] != 0 && r.ticks+1-r.lastHelp[id] < uint64(r.cfg.RetransmitTicks) {

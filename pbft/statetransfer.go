@@ -132,7 +132,7 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 	}
 	votes := make([]*CheckpointMsg, r.cfg.N)
 	for _, c := range m.Proof {
-		if int(c.Signed.From) < r.cfg.N {
+		if uint64(c.Signed.From) < uint64(r.cfg.N) {
 			votes[c.Signed.From] = c
 		}
 	}
