@@ -92,21 +92,37 @@ func cacheKey(s *Signed) crypto.Digest {
 	return crypto.Hash(hdr[:], s.Body, s.Sig)
 }
 
-func (v *Verifier) checkSig(s *Signed) error {
+// decodeBody decodes s.Body into body, runs the cheap structural check (if any), and only
+// then checks s's signature. A signed message whose
+// exact bytes already verified (the cache) was also found canonical then, so it is only
+// decoded: the common case of a request seen alone and again in a pre-prepare, or of a
+// retransmitted vote.
+func (v *Verifier) decodeBody(s *Signed, body any, check func() error) error {
 	var key crypto.Digest
 	if v.Cache != nil {
 		key = cacheKey(s)
 		if v.Cache.Verified(key) {
+			if err := decMode.Unmarshal(s.Body, body); err != nil {
+				return malformed("%T: %v", body, err)
+			}
+			if check != nil {
+				return check()
+			}
 			return nil
+		}
+	}
+	if err := unmarshalCanonical(s.Body, body); err != nil {
+		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
 		}
 	}
 	var ok bool
 	if s.Type == MsgRequest {
 		ok = v.Keys.VerifyClient(ClientID(s.From), s.Type, s.Body, s.Sig)
 	} else {
-		if uint64(s.From) >= uint64(v.N) {
-			return malformed("%s from unknown replica %d", s.Type, s.From)
-		}
 		ok = v.Keys.VerifyReplica(ReplicaID(s.From), s.Type, s.Body, s.Sig)
 	}
 	if !ok {
@@ -186,16 +202,16 @@ func (v *Verifier) open(s *Signed) (Message, error) {
 	switch s.Type {
 	case MsgRequest:
 		var r Request
-		if err := unmarshalCanonical(s.Body, &r); err != nil {
-			return nil, err
-		}
-		if uint32(r.Client) != s.From {
-			return nil, malformed("request of client %d signed as %d", r.Client, s.From)
-		}
-		if len(r.Op) > v.Limits.MaxOpBytes {
-			return nil, malformed("request op of %d bytes exceeds limit %d", len(r.Op), v.Limits.MaxOpBytes)
-		}
-		if err := v.checkSig(s); err != nil {
+		err := v.decodeBody(s, &r, func() error {
+			if uint32(r.Client) != s.From {
+				return malformed("request of client %d signed as %d", r.Client, s.From)
+			}
+			if len(r.Op) > v.Limits.MaxOpBytes {
+				return malformed("request op of %d bytes exceeds limit %d", len(r.Op), v.Limits.MaxOpBytes)
+			}
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 		return &RequestMsg{Signed: *s, Request: r, Digest: RequestDigest(s.Body)}, nil
@@ -292,10 +308,7 @@ func (v *Verifier) decodeSigned(s *Signed, body any) error {
 	if uint64(s.From) >= uint64(v.N) {
 		return malformed("%s from unknown replica %d", s.Type, s.From)
 	}
-	if err := unmarshalCanonical(s.Body, body); err != nil {
-		return err
-	}
-	return v.checkSig(s)
+	return v.decodeBody(s, body, nil)
 }
 
 // openCheckpointProof verifies a checkpoint proof's signatures and that its entries all

@@ -49,11 +49,11 @@ type Options struct {
 }
 
 // DefaultOptions is the scenario used by `pbft sim` and the tests: 4 replicas, one
-// Byzantine backup, 200 requests from 8 clients over a lossy network that heals at
+// Byzantine backup, 200 requests from 12 clients over a lossy network that heals at
 // tick 300; checkpoints every 8 seqs in a window of 16, two batches in flight.
 func DefaultOptions() Options {
 	return Options{
-		Replicas: 4, Byzantine: 1, Strategy: "all", Requests: 200, Clients: 8,
+		Replicas: 4, Byzantine: 1, Strategy: "all", Requests: 200, Clients: 12,
 		Scheme:   "Ed25519",
 		DropRate: 0.05, DupRate: 0.02, MaxDelay: 30, Partitions: 2, HealTick: 300,
 		LivenessTicks:      3000,
@@ -134,7 +134,6 @@ type world struct {
 	// coalition is what the Byzantine replicas share: for each (view, seq) an
 	// equivocating primary split, the digest each replica was shown.
 	coalition map[slot]map[int]crypto.Digest
-	verified  verifiedSet
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
@@ -280,7 +279,6 @@ func newWorld(opts Options, res *Result) (*world, error) {
 		rng:       rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15)),
 		limits:    pbft.DefaultLimits(),
 		coalition: make(map[slot]map[int]crypto.Digest),
-		verified:  verifiedSet{},
 	}
 	clientIDs := make([]pbft.ClientID, opts.Clients)
 	for j := range clientIDs {
@@ -289,6 +287,7 @@ func newWorld(opts Options, res *Result) (*world, error) {
 	if w.keys, err = newKeys(opts.Scheme, opts.FastCrypto, opts.Seed, w.n, clientIDs); err != nil {
 		return nil, err
 	}
+	w.keys.ring = newMemoRing(w.keys.ring)
 
 	// Choose the faulty replicas: backups unless the primary of view 0 must be one.
 	faulty := make([]bool, w.n)
@@ -373,14 +372,10 @@ func (w *world) replicaConfig(i int) pbft.Config {
 	return cfg
 }
 
-// verifier returns a node's verifier. All simulated nodes share one cache of signatures
-// already verified in this run: verification is a pure function of the signed bytes and
-// the cluster's keys, which every node shares, so memoising it across nodes gives
-// exactly the answers each node would compute, at a third of the Ed25519 cost. Every
-// node still decodes and checks the structure of every message it receives, and only
-// signatures that verified are remembered.
+// verifier returns a node's verifier: the real Verifier, with a cache of its own, over
+// the run's memoised key ring (see memoRing).
 func (w *world) verifier() pbft.Verifier {
-	return pbft.Verifier{Keys: w.keys.ring, N: w.n, Limits: w.limits, Cache: w.verified}
+	return pbft.Verifier{Keys: w.keys.ring, N: w.n, Limits: w.limits, Cache: verifiedSet{}}
 }
 
 func (w *world) allDone() bool {

@@ -27,8 +27,8 @@ func sweep(t *testing.T, o Options, count int) Summary {
 	for _, f := range s.Failures {
 		t.Errorf("seed %d failed (strategies %v): %v %s\n  replay: %s", f.Seed, f.Strategies, f.Violations, f.Liveness, f.Replay)
 	}
-	t.Logf("%d seeds, %d requests completed, %d state transfers, %.1f seeds/s",
-		s.Seeds, s.CommittedRequests, s.StateTransfers, s.SeedsPerSecond)
+	t.Logf("n=%d byzantine=%d strategy=%s crypto=%s: %d seeds, %d requests completed, %d state transfers, %.1f seeds/s",
+		o.Replicas, o.Byzantine, o.Strategy, s.Crypto, s.Seeds, s.CommittedRequests, s.StateTransfers, s.SeedsPerSecond)
 	return s
 }
 
