@@ -67,3 +67,36 @@ func TestSimRejectsBadFlagsNamingThem(t *testing.T) {
 		}
 	}
 }
+
+// The replay command printed for a failing seed reproduces exactly that failure, with
+// every option that shapes the run.
+func TestReplayCommandReproducesTheFailure(t *testing.T) {
+	args := []string{"sim", "--replicas", "4", "--byzantine", "2", "--strategy", "equivocate",
+		"--faulty-primary", "--clients", "5", "--requests", "60", "--fast-crypto", "--quiet", "--json"}
+	out, _, _ := runCLI(append(args, "--seeds", "20")...)
+	var sweep struct {
+		Failures []struct {
+			Seed       uint64   `json:"seed"`
+			Violations []string `json:"violations"`
+			Replay     string   `json:"replay"`
+		} `json:"failures"`
+	}
+	if err := json.Unmarshal([]byte(out), &sweep); err != nil || len(sweep.Failures) == 0 {
+		t.Fatalf("no failures to replay (%v):\n%s", err, out)
+	}
+	f := sweep.Failures[0]
+	replay := strings.Fields(strings.TrimPrefix(f.Replay, "go run ./cmd/pbft "))
+	out, _, _ = runCLI(append(replay, "--quiet", "--json")...)
+	var again struct {
+		Failures []struct {
+			Seed       uint64   `json:"seed"`
+			Violations []string `json:"violations"`
+		} `json:"failures"`
+	}
+	if err := json.Unmarshal([]byte(out), &again); err != nil || len(again.Failures) != 1 {
+		t.Fatalf("replay %q did not fail once (%v):\n%s", f.Replay, err, out)
+	}
+	if again.Failures[0].Seed != f.Seed || strings.Join(again.Failures[0].Violations, "|") != strings.Join(f.Violations, "|") {
+		t.Fatalf("replay of seed %d gave %+v, sweep gave %+v", f.Seed, again.Failures[0], f)
+	}
+}

@@ -50,7 +50,11 @@ func ReplayCommand(o Options, seed uint64) string {
 	if o.FaultyPrimary {
 		b.WriteString(" --faulty-primary")
 	}
-	fmt.Fprintf(&b, " --requests %d --seeds 1 --seed-start %d", o.Requests, seed)
+	fmt.Fprintf(&b, " --requests %d", o.Requests)
+	if o.Clients != DefaultOptions().Clients {
+		fmt.Fprintf(&b, " --clients %d", o.Clients)
+	}
+	fmt.Fprintf(&b, " --seeds 1 --seed-start %d", seed)
 	if o.FastCrypto {
 		b.WriteString(" --fast-crypto")
 	} else if o.Scheme != DefaultOptions().Scheme {
