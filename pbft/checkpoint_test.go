@@ -425,3 +425,31 @@ func TestOlderCertifiedStateIsNeverInstalledOverNewer(t *testing.T) {
 		t.Fatalf("an older checkpoint moved replica 1 back: installs %v, %+v", c.apps[1].installs, c.reps[1].Status())
 	}
 }
+
+// A valid but older certified state never replaces a newer one waiting to install: a
+// replayed stale state response would otherwise undo the newer transfer.
+func TestOlderCertifiedStateNeverReplacesPendingNewerInstall(t *testing.T) {
+	c := newCluster(t, 4)
+	c.async[3] = true
+	c.holdIf = isType(MsgStateRequest, MsgStateResponse)
+	c.submitAndRun(c.requests(16, 4, "a")...)
+	sc16, st16 := c.reps[0].stable, c.reps[0].stableState
+	c.submitAndRun(c.requests(4, 4, "b")...)
+	sc20, st20 := c.reps[0].stable, c.reps[0].stableState
+	if sc16 == nil || sc20 == nil || sc20.Seq <= sc16.Seq {
+		t.Fatalf("setup: stable checkpoints %v, %v", sc16, sc20)
+	}
+	c.holdIf, c.held = nil, nil
+	r3 := c.reps[3]
+	c.injectNow(0, 3, &Envelope{Msg: c.signAs(0, MsgStateResponse, StateResponse{Seq: sc20.Seq, Proof: sc20.Proof, State: st20})})
+	if r3.pendingInstall == nil || r3.pendingInstall.sc.Seq != sc20.Seq {
+		t.Fatalf("setup: replica 3 does not wait to install %d", sc20.Seq)
+	}
+	// A Byzantine replica replays the older, validly certified state.
+	c.injectNow(2, 3, &Envelope{Msg: c.signAs(2, MsgStateResponse, StateResponse{Seq: sc16.Seq, Proof: sc16.Proof, State: st16})})
+	c.holdIf = isType(MsgStateRequest, MsgStateResponse)
+	c.execute(3, -1)
+	if !slices.Equal(c.apps[3].installs, []uint64{sc20.Seq}) {
+		t.Fatalf("replica 3 installed %v, want [%d]", c.apps[3].installs, sc20.Seq)
+	}
+}

@@ -24,8 +24,6 @@ type Config struct {
 	ReplyWindow int
 	// RetransmitTicks is the period of retransmission to replicas that seem to lag.
 	RetransmitTicks int
-	// ViewChangeTicks is the initial view-change timeout.
-	ViewChangeTicks int
 
 	// Signer signs this replica's messages.
 	Signer Signer
@@ -42,21 +40,18 @@ func DefaultConfig(id ReplicaID, n int, s Signer) Config {
 		MaxInFlightBatches: 4,
 		ReplyWindow:        64,
 		RetransmitTicks:    20,
-		ViewChangeTicks:    100,
 		Signer:             s,
 	}
 }
 
 // Validate reports the first field that is out of range.
 func (c *Config) Validate() error {
-	q, err := NewQuorum(c.N)
-	if err != nil {
+	if _, err := NewQuorum(c.N); err != nil {
 		return err
 	}
 	if c.N > 1 && c.N < 4 {
 		return fmt.Errorf("replicas: n=%d tolerates no fault (need n >= 3f+1 with f >= 1, or n = 1)", c.N)
 	}
-	_ = q
 	switch {
 	case int(c.ID) >= c.N:
 		return fmt.Errorf("id: %d is not a replica of %d", c.ID, c.N)
@@ -74,8 +69,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("reply window: must be positive")
 	case c.RetransmitTicks <= 0:
 		return fmt.Errorf("retransmit ticks: must be positive")
-	case c.ViewChangeTicks <= 0:
-		return fmt.Errorf("view change ticks: must be positive")
 	case c.Signer == nil:
 		return fmt.Errorf("signer: missing")
 	}

@@ -18,13 +18,22 @@
 //			r.Tick()
 //		case frame := <-network:
 //			env, err := pbft.DecodeEnvelope(frame, limits)  // bounded, canonical
-//			msg, err := verifier.Open(env)                  // signatures, off the loop if you like
+//			msg, err := verifier.Open(env)                  // signatures: may run on a worker pool
 //			r.Step(msg)
 //		}
-//		rd := r.Ready()
-//		persist(rd.Persist)          // before any message leaves
-//		send(rd.Messages)
-//		for _, b := range rd.Execute { r.Executed(execute(b)) }
+//		// Executed produces more output (replies, checkpoints, the next batches), so
+//		// drain Ready until it is empty.
+//		for rd := r.Ready(); !rd.Empty(); rd = r.Ready() {
+//			persist(rd.Persist)             // durable before any message leaves
+//			send(rd.Messages)
+//			if rd.Install != nil {
+//				app.Restore(rd.Install.App) // before any batch that follows it
+//			}
+//			for _, b := range rd.Execute {
+//				r.Executed(execute(app, b)) // with app.Snapshot() when b.Checkpoint
+//			}
+//			log(rd.Drops)                   // rejected input, by reason
+//		}
 //	}
 //
 // Messages reach Step only after Verifier.Open accepted them: signature checks are pure

@@ -173,6 +173,9 @@ func (r *Replica) onExecuted(ex Executed) error {
 	}
 	e.toExecute = nil
 	if ex.Seq%r.cfg.CheckpointInterval == 0 {
+		if ex.Snapshot == nil {
+			return fmt.Errorf("executed n=%d: a checkpoint batch needs the application snapshot", ex.Seq)
+		}
 		r.takeCheckpoint(ex.Seq, ex.Snapshot)
 	}
 	return nil

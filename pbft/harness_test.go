@@ -196,7 +196,6 @@ func testConfig(cfg *Config) {
 	cfg.MaxInFlightBatches = 8
 	cfg.ReplyWindow = 4
 	cfg.RetransmitTicks = 4
-	cfg.ViewChangeTicks = 50
 }
 
 func newCluster(t testing.TB, n int, opts ...func(*Config)) *tCluster {

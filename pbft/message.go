@@ -138,14 +138,14 @@ type StateRequest struct {
 	Seq uint64
 }
 
-// StateResponse carries checkpoint state: the proof that Seq is stable (2f+1 matching
-// CHECKPOINTs) and, when the sender still holds it, the state itself. The receiver
-// installs it only if its digest matches the certified one.
+// StateResponse carries the state at stable checkpoint Seq with the proof that Seq is
+// stable (2f+1 matching CHECKPOINTs). The receiver installs it only if its digest is
+// the certified one.
 type StateResponse struct {
 	_     struct{} `cbor:",toarray"`
 	Seq   uint64
 	Proof []Signed
-	State []byte // CBOR of CheckpointState; empty when only the proof is sent
+	State []byte // CBOR of CheckpointState
 }
 
 // CheckpointState is everything a checkpoint covers: the application's snapshot and the

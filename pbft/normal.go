@@ -24,7 +24,14 @@ func (r *Replica) onRequest(m *RequestMsg) {
 	if r.pendingSet[m.Digest] || r.inflight[m.Digest] {
 		return
 	}
+	if r.pendingPer[req.Client] >= r.cfg.ReplyWindow {
+		// A client may have at most ReplyWindow requests in flight; more could never all
+		// execute (the table forgets older timestamps) and would grow the queue unbounded.
+		r.drop(m, "client has too many requests waiting")
+		return
+	}
 	r.pendingSet[m.Digest] = true
+	r.pendingPer[req.Client]++
 	r.pending = append(r.pending, m)
 	r.maybePropose()
 }
@@ -47,6 +54,9 @@ func (r *Replica) maybePropose() {
 			}
 			taken++
 			delete(r.pendingSet, m.Digest)
+			if r.pendingPer[m.Request.Client]--; r.pendingPer[m.Request.Client] == 0 {
+				delete(r.pendingPer, m.Request.Client)
+			}
 			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew || r.inflight[m.Digest] {
 				continue
 			}
@@ -81,8 +91,8 @@ func (r *Replica) propose(batch []*RequestMsg) {
 }
 
 // onPrePrepare accepts a backup's pre-prepare (PBFT §4.2): right view, from its primary,
-// inside the watermarks, batch present and matching, and no other digest accepted for
-// the same (view, seq).
+// inside the watermarks, batch present (the Verifier checked it matches the digest), and
+// no other digest accepted for the same (view, seq).
 func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 	pp := &m.PrePrepare
 	switch {

@@ -32,9 +32,11 @@ type Replica struct {
 
 	clients clientTable
 
-	// pending is the primary's queue of requests not yet assigned a sequence number.
+	// pending is the primary's queue of requests not yet assigned a sequence number;
+	// pendingPer counts them per client, which bounds the queue.
 	pending    []*RequestMsg
 	pendingSet map[crypto.Digest]bool
+	pendingPer map[ClientID]int
 	// inflight are the requests in batches assigned but not yet executed.
 	inflight map[crypto.Digest]bool
 
@@ -72,6 +74,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		log:        make(map[uint64]*entry),
 		clients:    newClientTable(cfg.ReplyWindow),
 		pendingSet: make(map[crypto.Digest]bool),
+		pendingPer: make(map[ClientID]int),
 		inflight:   make(map[crypto.Digest]bool),
 		ckpts:      make(map[uint64]*checkpointVotes),
 		lastHelp:   make([]uint64, cfg.N),
@@ -137,6 +140,15 @@ func (r *Replica) inWindow(n uint64) bool {
 // Step processes one verified message: a client request (from a client or forwarded by
 // a replica) or a replica's protocol message.
 func (r *Replica) Step(m Message) {
+	if m == nil || m.Raw() == nil {
+		return
+	}
+	if s := m.Raw(); s.Type != MsgRequest && uint64(s.From) >= uint64(r.cfg.N) {
+		// The Verifier checks this too; the core does not depend on it being
+		// configured with the same n.
+		r.drop(m, "message from a replica outside the cluster")
+		return
+	}
 	switch m := m.(type) {
 	case *RequestMsg:
 		r.onRequest(m)

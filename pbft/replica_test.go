@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/pbftkit/pbft/crypto"
@@ -763,7 +764,9 @@ func TestStepNeverPanicsOnByzantineInput(t *testing.T) {
 		}
 	})
 	t.Run("byzantine backup, slow applications", func(t *testing.T) {
-		c := newCluster(t, 4)
+		// Slow applications let requests pile up: clients here keep up to 64 in flight,
+		// so the reply window (which also bounds the primary's queue) must allow it.
+		c := newCluster(t, 4, func(cfg *Config) { cfg.ReplyWindow = 64 })
 		c.isolate(2)
 		c.async[1], c.async[3] = true, true
 		z := &byzantineFuzz{c: c, rng: rand.New(rand.NewPCG(7, 8)), bad: []int{2}, good: []int{0, 1, 3}}
@@ -1009,7 +1012,6 @@ func TestConfigValidateRejectsOutOfRangeFields(t *testing.T) {
 		"no in-flight batches":   func(c *Config) { c.MaxInFlightBatches = 0 },
 		"no reply window":        func(c *Config) { c.ReplyWindow = 0 },
 		"no retransmit period":   func(c *Config) { c.RetransmitTicks = 0 },
-		"no view-change timeout": func(c *Config) { c.ViewChangeTicks = 0 },
 		"no signer":              func(c *Config) { c.Signer = nil },
 	} {
 		cfg := good
@@ -1020,5 +1022,40 @@ func TestConfigValidateRejectsOutOfRangeFields(t *testing.T) {
 		if _, err := NewReplica(cfg); err == nil {
 			t.Errorf("%s: NewReplica accepted", name)
 		}
+	}
+}
+
+// The core refuses a message naming a sender outside the cluster even when the
+// Verifier in front of it was configured with another n: it drops, never panics.
+func TestStepDropsSenderOutsideClusterWithoutPanicking(t *testing.T) {
+	c := newCluster(t, 4)
+	r := c.reps[1]
+	for _, m := range []Message{
+		&CommitMsg{Signed: Signed{Type: MsgCommit, From: 9}, Commit: Commit{Seq: 1}},
+		&PrepareMsg{Signed: Signed{Type: MsgPrepare, From: 1 << 31}, Prepare: Prepare{Seq: 1}},
+		&CheckpointMsg{Signed: Signed{Type: MsgCheckpoint, From: 4}, Checkpoint: Checkpoint{Seq: 8}},
+		&StateRequestMsg{Signed: Signed{Type: MsgStateRequest, From: 77}},
+	} {
+		r.Step(m)
+		rd := r.Ready()
+		if len(rd.Drops) != 1 || !strings.Contains(rd.Drops[0].Reason, "outside the cluster") {
+			t.Fatalf("%T from %d: drops %+v", m, m.Raw().From, rd.Drops)
+		}
+	}
+}
+
+// The primary's queue of waiting requests is bounded per client by the reply window.
+func TestPrimaryQueueIsBoundedPerClient(t *testing.T) {
+	c := newCluster(t, 4, func(cfg *Config) { cfg.ReplyWindow = 4; cfg.MaxInFlightBatches = 1; cfg.MaxBatchRequests = 1 })
+	// Hold everything between replicas so nothing executes and requests pile up.
+	c.holdIf = func(tMsg) bool { return true }
+	for ts := uint64(1); ts <= 20; ts++ {
+		c.injectNow(clientNode, 0, c.requestAt(1, ts, fmt.Sprint("op", ts)))
+	}
+	if n := c.reps[0].Status().Pending; n > 4 {
+		t.Fatalf("primary queued %d requests of one client, reply window is 4", n)
+	}
+	if len(c.dropped(0, "too many requests waiting")) == 0 {
+		t.Fatalf("no drop reported for the requests over the bound")
 	}
 }

@@ -14,8 +14,8 @@ type stateTransfer struct {
 // installWait is a verified checkpoint state waiting for batches still executing.
 type installWait struct {
 	sc    *StableCheckpoint
-	state []byte
-	cs    CheckpointState
+	state []byte // the encoded CheckpointState, kept to serve other replicas
+	app   []byte
 	table clientTable
 }
 
@@ -127,7 +127,9 @@ func (r *Replica) onStateRequest(m *StateRequestMsg) {
 // its digest; a peer that serves anything else is skipped.
 func (r *Replica) onStateResponse(m *StateResponseMsg) {
 	resp := &m.StateResponse
-	if resp.Seq <= r.emitted && resp.Seq <= r.h {
+	if resp.Seq <= r.h || (r.pendingInstall != nil && resp.Seq <= r.pendingInstall.sc.Seq) {
+		// Never trade a certified state for an older one: a replayed, valid but stale
+		// response would otherwise undo a newer install and force a second transfer.
 		return
 	}
 	votes := make([]*CheckpointMsg, r.cfg.N)
@@ -166,8 +168,10 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 		r.retryTransfer(sc)
 		return
 	}
-	r.transfer = nil
-	r.pendingInstall = &installWait{sc: sc, state: resp.State, cs: cs, table: table}
+	if r.transfer != nil && r.transfer.target.Seq <= resp.Seq {
+		r.transfer = nil
+	}
+	r.pendingInstall = &installWait{sc: sc, state: resp.State, app: cs.App, table: table}
 	if r.executed == r.emitted {
 		r.finishInstall()
 	}
@@ -200,11 +204,7 @@ func (r *Replica) finishInstall() {
 	for d := range r.inflight {
 		delete(r.inflight, d)
 	}
-	r.rd.Install = &Install{Seq: w.sc.Seq, App: w.cs.App}
-	cv := r.checkpointVotesFor(w.sc.Seq)
-	cv.ownDigest, cv.ownState = w.sc.State, w.state
-	s := r.sign(MsgCheckpoint, Checkpoint{Seq: w.sc.Seq, State: w.sc.State})
-	cv.own = &s
+	r.rd.Install = &Install{Seq: w.sc.Seq, App: w.app}
 	r.makeStable(w.sc, w.state)
 	r.tryExecute()
 }
