@@ -26,7 +26,9 @@ func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
 //     the backups and commits each; as backup, votes for every version it sees and
 //     sends conflicting votes (another digest) to half of the replicas.
 //
-// All but silent and bad-signature also answer clients with made-up results.
+// All but silent and bad-signature also answer clients with one shared forged result,
+// and those that run the protocol serve state transfers with a valid proof but tampered
+// state.
 type byzantine struct {
 	w        *world
 	id       int
@@ -163,6 +165,12 @@ func (b *byzantine) emit(out pbft.Outbound) {
 			c.Msg.Sig[b.rng.IntN(len(c.Msg.Sig))] ^= byte(1 + b.rng.IntN(255))
 			out.Env = &c
 		}
+	}
+	if env.Msg.Type == pbft.MsgStateResponse && b.strategy != "bad-signature" {
+		b.tamperState(out)
+		return
+	}
+	switch b.strategy {
 	case "equivocate":
 		switch env.Msg.Type {
 		case pbft.MsgPrePrepare:
@@ -181,6 +189,30 @@ func (b *byzantine) emit(out pbft.Outbound) {
 			}
 		}
 	}
+	b.w.sendOut(b.id, out)
+}
+
+// tamperState serves a state response with the real 2f+1 proof but altered state: the
+// application snapshot or the client table changed. A correct replica must notice the
+// digest does not match and ask another peer.
+func (b *byzantine) tamperState(out pbft.Outbound) {
+	var resp pbft.StateResponse
+	var cs pbft.CheckpointState
+	if decodeBody(out.Env.Msg.Body, &resp) != nil || decodeBody(resp.State, &cs) != nil {
+		return
+	}
+	switch {
+	case b.rng.IntN(2) == 0 && len(cs.Clients) > 0:
+		c := &cs.Clients[b.rng.IntN(len(cs.Clients))]
+		c.Low++ // forget a timestamp: would let a request execute twice
+	case len(cs.App) > 0:
+		cs.App = append([]byte(nil), cs.App...)
+		cs.App[b.rng.IntN(len(cs.App))] ^= 1
+	default:
+		cs.App = []byte{0}
+	}
+	resp.State = pbft.Marshal(cs)
+	out.Env = &pbft.Envelope{Msg: pbft.Sign(b.signer, pbft.MsgStateResponse, uint32(b.id), resp)}
 	b.w.sendOut(b.id, out)
 }
 
@@ -308,13 +340,16 @@ func (b *byzantine) collude(m pbft.Message) {
 	b.sendSigned(all, pbft.Sign(b.signer, pbft.MsgCommit, uint32(b.id), pbft.Commit{View: k.view, Seq: k.seq, Digest: k.digest}), nil)
 }
 
-// lieToClient answers a request at once with a made-up result.
+// lieToClient answers a request at once with a forged result.
 func (b *byzantine) lieToClient(m *pbft.RequestMsg) {
 	c := int(m.Request.Client) - 1
 	if c < 0 || c >= len(b.w.clients) {
 		return
 	}
-	body := pbft.Marshal(pbft.Reply{Timestamp: m.Request.Timestamp, Client: m.Request.Client, Result: fmt.Appendf(nil, "lie from %d", b.id)})
+	// Every Byzantine replica tells the same lie, so f+1 of them could outvote the truth:
+	// what f+1 voting must prevent, and what the checker must catch when it cannot.
+	lie := fmt.Appendf(nil, "forged result for client %d t=%d", m.Request.Client, m.Request.Timestamp)
+	body := pbft.Marshal(pbft.Reply{Timestamp: m.Request.Timestamp, Client: m.Request.Client, Result: lie})
 	frame := pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Signed{Type: pbft.MsgReply, From: uint32(b.id), Body: body}})
 	b.w.send(b.id, b.w.n+c, frame)
 }

@@ -24,6 +24,13 @@ type checker struct {
 	accepted map[reqKey][]byte        // results clients accepted
 	ckptAt   map[uint64]ckptWitness   // checkpoint digests of correct replicas
 	submit   map[crypto.Digest]bool   // validity: requests clients really signed
+	lastSeq  []uint64                 // per replica: the last seq executed or installed
+	seqOf    map[reqKey]executedAt    // the seq at which each request executed
+}
+
+type executedAt struct {
+	replica int
+	seq     uint64
 }
 
 type executedBatch struct {
@@ -47,6 +54,8 @@ func newChecker(n int, correct []bool, res *Result) *checker {
 		accepted: make(map[reqKey][]byte),
 		ckptAt:   make(map[uint64]ckptWitness),
 		submit:   make(map[crypto.Digest]bool),
+		lastSeq:  make([]uint64, n),
+		seqOf:    make(map[reqKey]executedAt),
 	}
 	for i := range c.executed {
 		c.executed[i] = make(map[reqKey]bool)
@@ -65,6 +74,10 @@ func (c *checker) onSubmit(d crypto.Digest) { c.submit[d] = true }
 // onExecute checks agreement (one batch per seq across correct replicas), validity (only
 // requests a client signed) and exactly-once (no request twice at one replica).
 func (c *checker) onExecute(replica int, b *pbft.Batch, results [][]byte) {
+	if b.Seq != c.lastSeq[replica]+1 {
+		c.violate("order: replica %d executed n=%d right after n=%d", replica, b.Seq, c.lastSeq[replica])
+	}
+	c.lastSeq[replica] = b.Seq
 	if prev, ok := c.batchAt[b.Seq]; ok {
 		if prev.digest != b.Digest {
 			c.violate("agreement: replica %d executed batch %s at n=%d but replica %d executed %s",
@@ -84,6 +97,12 @@ func (c *checker) onExecute(replica int, b *pbft.Batch, results [][]byte) {
 				replica, k.client, k.ts, b.Seq)
 		}
 		c.executed[replica][k] = true
+		if at, ok := c.seqOf[k]; !ok {
+			c.seqOf[k] = executedAt{replica, b.Seq}
+		} else if at.seq != b.Seq {
+			c.violate("exactly-once: client %d t=%d executed at n=%d on replica %d but at n=%d on replica %d",
+				k.client, k.ts, b.Seq, replica, at.seq, at.replica)
+		}
 		if prev, ok := c.resultOf[k]; ok {
 			if !bytes.Equal(prev, results[i]) {
 				c.violate("determinism: replicas computed different results for client %d t=%d", k.client, k.ts)
@@ -97,9 +116,34 @@ func (c *checker) onExecute(replica int, b *pbft.Batch, results [][]byte) {
 	}
 }
 
-// onInstall records that replica jumped to checkpoint seq by state transfer; the
-// requests before it were executed elsewhere and arrive with the state.
-func (c *checker) onInstall(replica int, seq uint64) {}
+// onInstall records that replica jumped to checkpoint seq by state transfer (the
+// requests before it were executed elsewhere and arrive with the state). A correct
+// replica only ever moves forward.
+func (c *checker) onInstall(replica int, seq uint64) {
+	if seq <= c.lastSeq[replica] {
+		c.violate("order: replica %d installed checkpoint n=%d after executing n=%d", replica, seq, c.lastSeq[replica])
+	}
+	c.lastSeq[replica] = seq
+}
+
+// converged compares the application state of correct replicas that executed the same
+// sequence numbers: equal histories must give equal states.
+func (c *checker) converged(states map[int][]byte, seq uint64) {
+	first := -1
+	for i := range c.correct {
+		st, ok := states[i]
+		if !ok {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		if !bytes.Equal(st, states[first]) {
+			c.violate("state: replicas %d and %d both executed up to n=%d but hold different application state", first, i, seq)
+		}
+	}
+}
 
 func (c *checker) onCheckpoint(replica int, s *pbft.Signed) {
 	var cp pbft.Checkpoint

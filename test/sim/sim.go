@@ -37,6 +37,9 @@ type Options struct {
 	// LivenessTicks is the bound, counted from the heal, by which every request must
 	// have completed.
 	LivenessTicks int
+	// DrainTicks is how long, once every request completed, the run goes on for the
+	// correct replicas to converge on the same executed seq and state.
+	DrainTicks int
 
 	CheckpointInterval uint64
 	LogWindow          uint64
@@ -57,6 +60,7 @@ func DefaultOptions() Options {
 		Scheme:   "Ed25519",
 		DropRate: 0.05, DupRate: 0.02, MaxDelay: 30, Partitions: 2, HealTick: 300,
 		LivenessTicks:      3000,
+		DrainTicks:         500,
 		CheckpointInterval: 8, LogWindow: 16, MaxBatch: 8, MaxInFlight: 2, ClientTimeout: 40,
 	}
 }
@@ -389,6 +393,7 @@ func (w *world) allDone() bool {
 
 func (w *world) run() {
 	deadline := int64(w.opts.HealTick+w.opts.LivenessTicks) * tickUnits
+	draining := false
 	for len(w.queue) > 0 && len(w.res.Violations) == 0 {
 		e := heap.Pop(&w.queue).(*event)
 		if e.at > deadline {
@@ -406,7 +411,12 @@ func (w *world) run() {
 			}
 			w.nodes[e.to].receive(e.from, e.frame)
 		}
-		if w.allDone() {
+		if !draining && w.allDone() {
+			// Every request completed: go on until the correct replicas converge.
+			draining = true
+			deadline = w.now + int64(w.opts.DrainTicks)*tickUnits
+		}
+		if draining && w.converged() {
 			break
 		}
 	}
@@ -415,6 +425,21 @@ func (w *world) run() {
 		w.res.Completed += c.done
 	}
 	w.check.finish()
+	if len(w.res.Violations) == 0 && draining && !w.converged() {
+		w.res.LivenessFailure = fmt.Sprintf("correct replicas did not converge within %d ticks after the last request:%s",
+			w.opts.DrainTicks, w.positions())
+	}
+	if len(w.res.Violations) == 0 && w.converged() {
+		states := map[int][]byte{}
+		for i, nd := range w.nodes[:w.n] {
+			if r, ok := nd.(*replicaNode); ok {
+				if st, err := r.app.Snapshot(); err == nil {
+					states[i] = st
+				}
+			}
+		}
+		w.check.converged(states, w.maxExecuted())
+	}
 	if len(w.res.Violations) == 0 && !w.allDone() {
 		total := 0
 		for _, c := range w.clients {
@@ -423,6 +448,38 @@ func (w *world) run() {
 		w.res.LivenessFailure = fmt.Sprintf("%d of %d requests incomplete %d ticks after the heal (tick %d)",
 			total-w.res.Completed, total, w.opts.LivenessTicks, w.res.Ticks)
 	}
+}
+
+// maxExecuted is the highest seq any correct replica executed.
+func (w *world) maxExecuted() uint64 {
+	m := uint64(0)
+	for _, nd := range w.nodes[:w.n] {
+		if r, ok := nd.(*replicaNode); ok {
+			m = max(m, r.core.Status().Executed)
+		}
+	}
+	return m
+}
+
+// converged reports whether every correct replica executed up to the same seq.
+func (w *world) converged() bool {
+	m := w.maxExecuted()
+	for _, nd := range w.nodes[:w.n] {
+		if r, ok := nd.(*replicaNode); ok && r.core.Status().Executed != m {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *world) positions() string {
+	var b strings.Builder
+	for i, nd := range w.nodes[:w.n] {
+		if r, ok := nd.(*replicaNode); ok {
+			fmt.Fprintf(&b, " r%d at n=%d", i, r.core.Status().Executed)
+		}
+	}
+	return b.String()
 }
 
 // replicaNode is a correct replica: the real core, the key-value application and the

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -125,6 +126,30 @@ func TestLogStaysWithinWindow(t *testing.T) {
 		}
 		if r.MaxLogSize > int(o.LogWindow) {
 			t.Fatalf("seed %d: a replica held %d log entries, window is %d", seed, r.MaxLogSize, o.LogWindow)
+		}
+	}
+}
+
+// The f+1 voting check must be able to fail: f+1 Byzantine replicas telling clients the
+// same forged result outvote the truth, and the checker reports it, for n = 4 and 7.
+func TestCheckerFindsForgedResultsWithFPlusOneLiars(t *testing.T) {
+	for _, n := range []int{4, 7} {
+		o := DefaultOptions()
+		o.Replicas, o.Byzantine = n, (n-1)/3+1
+		o.Strategy = "collude"
+		o.FastCrypto = true
+		s := RunSeeds(o, 1, seeds(20), 0, nil)
+		if s.Violations == 0 {
+			t.Fatalf("n=%d: %d colluding liars fooled no client in %d seeds", n, o.Byzantine, s.Seeds)
+		}
+		found := false
+		for _, f := range s.Failures {
+			for _, v := range f.Violations {
+				found = found || strings.Contains(v, "f+1 voting")
+			}
+		}
+		if !found {
+			t.Fatalf("n=%d: violations found, but none of f+1 voting: %+v", n, s.Failures)
 		}
 	}
 }
