@@ -2,7 +2,10 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/pbft"
@@ -172,8 +175,12 @@ func (c *checker) onAccept(client pbft.ClientID, ts uint64, result []byte) {
 // finish checks what can only be judged at the end: a result accepted by a client must
 // have been computed by some correct replica.
 func (c *checker) finish() {
-	for k := range c.accepted {
-		if _, ok := c.resultOf[k]; !ok && len(c.res.Violations) == 0 {
+	// In (client, timestamp) order, so a replay reports the same violations.
+	keys := slices.SortedFunc(maps.Keys(c.accepted), func(a, b reqKey) int {
+		return cmp.Or(cmp.Compare(a.client, b.client), cmp.Compare(a.ts, b.ts))
+	})
+	for _, k := range keys {
+		if _, ok := c.resultOf[k]; !ok {
 			c.violate("f+1 voting: client %d accepted a result for t=%d that no correct replica computed", k.client, k.ts)
 		}
 	}
