@@ -153,3 +153,23 @@ func TestCheckerFindsForgedResultsWithFPlusOneLiars(t *testing.T) {
 		}
 	}
 }
+
+// Failing runs replay exactly too, violations included: f+1 faulty replicas (an
+// equivocating primary, or colluding liars) give the same result twice for each seed.
+func TestFailingSeedReplaysExactly(t *testing.T) {
+	for _, strategy := range []string{"equivocate", "collude"} {
+		o := DefaultOptions()
+		o.Byzantine, o.Strategy, o.FaultyPrimary = 2, strategy, strategy == "equivocate"
+		o.FastCrypto = true
+		for seed := uint64(1); seed <= uint64(seeds(8)); seed++ {
+			o.Seed = seed
+			a, b := Run(o), Run(o)
+			if !a.Failed() {
+				continue
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("%s seed %d ran differently twice:\n%+v\n%+v", strategy, seed, a.Violations, b.Violations)
+			}
+		}
+	}
+}
