@@ -453,3 +453,24 @@ func TestOlderCertifiedStateNeverReplacesPendingNewerInstall(t *testing.T) {
 		t.Fatalf("replica 3 installed %v, want [%d]", c.apps[3].installs, sc20.Seq)
 	}
 }
+
+// A replica that missed everything up to a stable checkpoint, and then sees the cluster
+// go idle (no new request, so no new message that would reveal its lag), still catches
+// up: peers send the stable proof to replicas that showed nothing at or beyond it.
+func TestReplicaThatMissedStableCheckpointCatchesUpWhileClusterIsIdle(t *testing.T) {
+	c := newCluster(t, 4)
+	c.submitAndRun(c.requests(2, 2, "before")...)
+	c.isolate(3)
+	c.submitAndRun(c.requests(10, 2, "during")...) // checkpoints 4 and 8 become stable without 3
+	if c.reps[0].Status().LowMark < 8 || c.executed(3) >= 4 {
+		t.Fatalf("setup: replica 0 %+v, replica 3 %+v", c.reps[0].Status(), c.reps[3].Status())
+	}
+	c.reconnect(3)
+	// No more requests: only ticks (retransmission) can tell replica 3 it is behind.
+	if !c.runUntil(40, func() bool { return c.executed(3) == c.executed(0) }) {
+		t.Fatalf("idle cluster left replica 3 behind: %s", c.debug())
+	}
+	if len(c.apps[3].installs) == 0 || c.stateDigest(3) != c.stateDigest(0) {
+		t.Fatalf("replica 3 caught up without the certified state: installs %v", c.apps[3].installs)
+	}
+}

@@ -228,6 +228,16 @@ func (r *Replica) retransmit() {
 			r.sendEntry(e, id, primary)
 		}
 	}
+	// A peer that neither signed our stable checkpoint nor sent anything at or beyond it
+	// may have missed it, and the log before it is gone: nothing else would ever reach
+	// it once the cluster goes idle. Send it the proof, so it can fetch the state.
+	if r.stable != nil {
+		for j := 0; j < r.cfg.N; j++ {
+			if id := ReplicaID(j); id != r.id && r.seenAhead[j] < r.h && !signedProof(r.stable, id) {
+				r.helpLaggard(id)
+			}
+		}
+	}
 	for n := r.h + r.cfg.CheckpointInterval; n <= r.executed; n += r.cfg.CheckpointInterval {
 		cv := r.ckpts[n]
 		if cv == nil || cv.own == nil {
@@ -240,6 +250,15 @@ func (r *Replica) retransmit() {
 			r.sendTo(ReplicaID(j), &Envelope{Msg: *cv.own})
 		}
 	}
+}
+
+func signedProof(sc *StableCheckpoint, id ReplicaID) bool {
+	for _, s := range sc.Proof {
+		if ReplicaID(s.From) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // answerRetransmission replies to a vote received twice. A replica retransmits only to
