@@ -140,7 +140,7 @@ var ErrBadSignature = fmt.Errorf("bad signature")
 // Open verifies e and returns its typed message. Any error means the message must be
 // dropped (and counted); it never panics on any input.
 func (v *Verifier) Open(e *Envelope) (Message, error) {
-	if len(e.Batch) > 0 && e.Msg.Type != MsgPrePrepare {
+	if len(e.Batch) > 0 && !e.Msg.Type.carriesBatch() {
 		return nil, malformed("%s carries a batch", e.Msg.Type)
 	}
 	if e.Msg.Type == MsgReply {
@@ -150,29 +150,45 @@ func (v *Verifier) Open(e *Envelope) (Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	if pp, ok := m.(*PrePrepareMsg); ok {
-		if len(e.Batch) > v.Limits.MaxBatchRequests {
-			return nil, malformed("batch of %d requests exceeds limit %d", len(e.Batch), v.Limits.MaxBatchRequests)
+	switch m := m.(type) {
+	case *PrePrepareMsg:
+		batch, err := v.openBatch(e.Batch, m.PrePrepare.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("pre-prepare v=%d n=%d: %w", m.PrePrepare.View, m.PrePrepare.Seq, err)
 		}
-		pp.Batch = make([]*RequestMsg, len(e.Batch))
-		digests := make([]crypto.Digest, len(e.Batch))
-		for i := range e.Batch {
-			if e.Batch[i].Type != MsgRequest {
-				return nil, malformed("pre-prepare batch entry %d is a %s", i, e.Batch[i].Type)
-			}
-			rm, err := v.open(&e.Batch[i])
-			if err != nil {
-				return nil, fmt.Errorf("pre-prepare v=%d n=%d request %d: %w", pp.PrePrepare.View, pp.PrePrepare.Seq, i, err)
-			}
-			pp.Batch[i] = rm.(*RequestMsg)
-			digests[i] = pp.Batch[i].Digest
+		m.Batch, m.HasBatch = batch, true
+	case *BatchReplyMsg:
+		batch, err := v.openBatch(e.Batch, m.BatchReply.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("batch reply n=%d: %w", m.BatchReply.Seq, err)
 		}
-		if BatchDigest(digests) != pp.PrePrepare.Digest {
-			return nil, malformed("pre-prepare v=%d n=%d: batch does not match digest", pp.PrePrepare.View, pp.PrePrepare.Seq)
-		}
-		pp.HasBatch = true
+		m.Batch = batch
 	}
 	return m, nil
+}
+
+// openBatch verifies every request of a batch and that together they have digest want.
+func (v *Verifier) openBatch(batch []Signed, want crypto.Digest) ([]*RequestMsg, error) {
+	if len(batch) > v.Limits.MaxBatchRequests {
+		return nil, malformed("batch of %d requests exceeds limit %d", len(batch), v.Limits.MaxBatchRequests)
+	}
+	out := make([]*RequestMsg, len(batch))
+	digests := make([]crypto.Digest, len(batch))
+	for i := range batch {
+		if batch[i].Type != MsgRequest {
+			return nil, malformed("batch entry %d is a %s", i, batch[i].Type)
+		}
+		rm, err := v.open(&batch[i])
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+		out[i] = rm.(*RequestMsg)
+		digests[i] = out[i].Digest
+	}
+	if BatchDigest(digests) != want {
+		return nil, malformed("batch does not match digest")
+	}
+	return out, nil
 }
 
 // OpenReply decodes a REPLY for a client. Replies carry no signature: the client's
@@ -244,10 +260,11 @@ func (v *Verifier) open(s *Signed) (Message, error) {
 		if err := v.decodeSigned(s, &b); err != nil {
 			return nil, err
 		}
-		if err := v.checkViewChange(&b); err != nil {
+		vc := &ViewChangeMsg{Signed: *s, ViewChange: b}
+		if err := v.openViewChange(vc); err != nil {
 			return nil, fmt.Errorf("view-change from %d for v=%d: %w", s.From, b.NewView, err)
 		}
-		return &ViewChangeMsg{Signed: *s, ViewChange: b}, nil
+		return vc, nil
 	case MsgNewView:
 		var b NewView
 		if err := v.decodeSigned(s, &b); err != nil {
@@ -298,6 +315,18 @@ func (v *Verifier) open(s *Signed) (Message, error) {
 			return nil, fmt.Errorf("state response n=%d: %w", b.Seq, err)
 		}
 		return &StateResponseMsg{Signed: *s, StateResponse: b, Proof: proof}, nil
+	case MsgFetchBatch:
+		var b FetchBatch
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &FetchBatchMsg{Signed: *s, FetchBatch: b}, nil
+	case MsgBatchReply:
+		var b BatchReply
+		if err := v.decodeSigned(s, &b); err != nil {
+			return nil, err
+		}
+		return &BatchReplyMsg{Signed: *s, BatchReply: b}, nil
 	default:
 		return nil, malformed("unexpected message type %s", s.Type)
 	}
@@ -340,32 +369,43 @@ func (v *Verifier) openCheckpointProof(seq uint64, proof []Signed) ([]*Checkpoin
 	return out, nil
 }
 
-func (v *Verifier) checkViewChange(b *ViewChange) error {
-	if _, err := v.openCheckpointProof(b.StableSeq, b.CheckpointProof); err != nil {
+// openViewChange verifies the signatures of a view change's checkpoint proof and
+// prepared certificates and keeps their typed forms; the core checks their meaning.
+func (v *Verifier) openViewChange(vc *ViewChangeMsg) error {
+	b := &vc.ViewChange
+	proof, err := v.openCheckpointProof(b.StableSeq, b.CheckpointProof)
+	if err != nil {
 		return err
 	}
+	vc.Proof = proof
 	if len(b.Prepared) > v.Limits.MaxPrepared {
 		return malformed("%d prepared certificates", len(b.Prepared))
 	}
+	vc.Certs = make([]*PreparedCertMsg, len(b.Prepared))
 	for i := range b.Prepared {
 		c := &b.Prepared[i]
 		if c.PrePrepare.Type != MsgPrePrepare {
 			return malformed("prepared certificate %d has a %s", i, c.PrePrepare.Type)
 		}
-		if _, err := v.open(&c.PrePrepare); err != nil {
+		pp, err := v.open(&c.PrePrepare)
+		if err != nil {
 			return err
 		}
 		if len(c.Prepares) > v.Limits.MaxReplicas {
 			return malformed("prepared certificate %d has %d prepares", i, len(c.Prepares))
 		}
+		cert := &PreparedCertMsg{PrePrepare: pp.(*PrePrepareMsg), Prepares: make([]*PrepareMsg, len(c.Prepares))}
 		for j := range c.Prepares {
 			if c.Prepares[j].Type != MsgPrepare {
 				return malformed("prepared certificate %d entry %d is a %s", i, j, c.Prepares[j].Type)
 			}
-			if _, err := v.open(&c.Prepares[j]); err != nil {
+			p, err := v.open(&c.Prepares[j])
+			if err != nil {
 				return err
 			}
+			cert.Prepares[j] = p.(*PrepareMsg)
 		}
+		vc.Certs[i] = cert
 	}
 	return nil
 }

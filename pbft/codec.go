@@ -114,7 +114,7 @@ func DecodeEnvelope(b []byte, lim Limits) (*Envelope, error) {
 	if !e.Msg.Type.valid() {
 		return nil, malformed("unknown message type %d", e.Msg.Type)
 	}
-	if len(e.Batch) > 0 && e.Msg.Type != MsgPrePrepare {
+	if len(e.Batch) > 0 && !e.Msg.Type.carriesBatch() {
 		return nil, malformed("%s carries a batch", e.Msg.Type)
 	}
 	if len(e.Batch) > lim.MaxBatchRequests {

@@ -190,7 +190,15 @@ var codecTestWorld = sync.OnceValue(func() *codecWorld {
 })
 
 func (w *codecWorld) vcMsg(i int) *pbft.ViewChangeMsg {
-	return &pbft.ViewChangeMsg{Signed: w.vcs[i], ViewChange: w.vcBodies[i]}
+	return &pbft.ViewChangeMsg{
+		Signed: w.vcs[i], ViewChange: w.vcBodies[i], Proof: w.cpMsgs(0, 1, 2),
+		Certs: []*pbft.PreparedCertMsg{{
+			PrePrepare: &pbft.PrePrepareMsg{Signed: w.pp, PrePrepare: w.ppBody},
+			Prepares: []*pbft.PrepareMsg{
+				{Signed: w.prep1, Prepare: w.prepBody}, {Signed: w.prep2, Prepare: w.prepBody},
+			},
+		}},
+	}
 }
 
 func (w *codecWorld) cpMsgs(ids ...int) []*pbft.CheckpointMsg {
@@ -223,6 +231,10 @@ func codecSamples() []codecSample {
 	emptyVC := k.replica(2, pbft.MsgViewChange, emptyVCBody)
 	genesisVCBody := pbft.ViewChange{NewView: 1, StableSeq: 0}
 	genesisVC := k.replica(0, pbft.MsgViewChange, genesisVCBody)
+	fetchBody := pbft.FetchBatch{Seq: 11, Digest: w.ppBody.Digest}
+	fetch := k.replica(3, pbft.MsgFetchBatch, fetchBody)
+	batchBody := pbft.BatchReply{Seq: 11, Digest: w.ppBody.Digest}
+	batch := k.replica(2, pbft.MsgBatchReply, batchBody)
 
 	return []codecSample{
 		{
@@ -276,7 +288,7 @@ func codecSamples() []codecSample {
 		{
 			name: "view-change-nothing-prepared",
 			env:  &pbft.Envelope{Msg: emptyVC},
-			want: &pbft.ViewChangeMsg{Signed: emptyVC, ViewChange: emptyVCBody},
+			want: &pbft.ViewChangeMsg{Signed: emptyVC, ViewChange: emptyVCBody, Proof: w.cpMsgs(3, 0, 1)},
 		},
 		{
 			name: "view-change-genesis",
@@ -290,6 +302,19 @@ func codecSamples() []codecSample {
 				Signed: w.nv, NewView: w.nvBody,
 				ViewChanges: []*pbft.ViewChangeMsg{w.vcMsg(1), w.vcMsg(2), w.vcMsg(3)},
 				PrePrepares: []*pbft.PrePrepareMsg{{Signed: w.nvPP, PrePrepare: w.nvPPBody}},
+			},
+		},
+		{
+			name: "fetch-batch",
+			env:  &pbft.Envelope{Msg: fetch},
+			want: &pbft.FetchBatchMsg{Signed: fetch, FetchBatch: fetchBody},
+		},
+		{
+			name: "batch-reply",
+			env:  &pbft.Envelope{Msg: batch, Batch: []pbft.Signed{w.req1, w.req2}},
+			want: &pbft.BatchReplyMsg{
+				Signed: batch, BatchReply: batchBody,
+				Batch: []*pbft.RequestMsg{codecRequestMsg(w.req1, w.req1Body), codecRequestMsg(w.req2, w.req2Body)},
 			},
 		},
 		{
@@ -325,7 +350,7 @@ func TestEnvelopeRoundTripEveryMessageType(t *testing.T) {
 	for _, s := range samples {
 		seen[s.env.Msg.Type] = true
 	}
-	for typ := pbft.MsgRequest; typ <= pbft.MsgStateResponse; typ++ {
+	for typ := pbft.MsgRequest; typ <= pbft.MsgBatchReply; typ++ {
 		if !seen[typ] {
 			t.Errorf("no round-trip sample of %s", typ)
 		}
@@ -654,7 +679,7 @@ func TestDecodeRejectsUnknownMessageType(t *testing.T) {
 	k := w.k
 	lim := pbft.DefaultLimits()
 	v := k.verifier(lim)
-	for _, typ := range []pbft.MsgType{0, pbft.MsgStateResponse + 1, 100, 255} {
+	for _, typ := range []pbft.MsgType{0, pbft.MsgBatchReply + 1, 100, 255} {
 		s := pbft.Signed{Type: typ, From: 1, Body: w.prep1.Body, Sig: k.replicas[1].Sign(typ, 1, w.prep1.Body)}
 		env := &pbft.Envelope{Msg: s}
 		if _, err := pbft.DecodeEnvelope(pbft.EncodeEnvelope(env), lim); !errors.Is(err, pbft.ErrMalformed) {

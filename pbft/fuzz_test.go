@@ -90,7 +90,8 @@ func codecCheckOpened(t *testing.T, what string, e *pbft.Envelope, m pbft.Messag
 	case *pbft.CheckpointMsg:
 		body = &m.Checkpoint
 	case *pbft.ViewChangeMsg:
-		if len(m.ViewChange.CheckpointProof) > lim.MaxReplicas || len(m.ViewChange.Prepared) > lim.MaxPrepared {
+		if len(m.ViewChange.CheckpointProof) > lim.MaxReplicas || len(m.ViewChange.Prepared) > lim.MaxPrepared ||
+			len(m.Proof) != len(m.ViewChange.CheckpointProof) || len(m.Certs) != len(m.ViewChange.Prepared) {
 			t.Fatalf("%s: view change over limits accepted", what)
 		}
 		body = &m.ViewChange
@@ -102,6 +103,17 @@ func codecCheckOpened(t *testing.T, what string, e *pbft.Envelope, m pbft.Messag
 		body = &m.NewView
 	case *pbft.StateRequestMsg:
 		body = &m.StateRequest
+	case *pbft.FetchBatchMsg:
+		body = &m.FetchBatch
+	case *pbft.BatchReplyMsg:
+		ds := make([]crypto.Digest, len(m.Batch))
+		for i, r := range m.Batch {
+			ds[i] = r.Digest
+		}
+		if len(m.Batch) != len(e.Batch) || pbft.BatchDigest(ds) != m.BatchReply.Digest {
+			t.Fatalf("%s: batch reply accepted with a batch not matching its digest", what)
+		}
+		body = &m.BatchReply
 	case *pbft.StateResponseMsg:
 		if len(m.Proof) != len(m.StateResponse.Proof) || len(m.Proof) > lim.MaxReplicas || len(m.StateResponse.State) > lim.MaxStateBytes {
 			t.Fatalf("%s: state response %+v", what, m)
@@ -148,7 +160,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if again := pbft.EncodeEnvelope(e); !bytes.Equal(again, b) {
 			t.Fatalf("DecodeEnvelope accepted %x, which re-encodes to %x", b, again)
 		}
-		if len(e.Batch) > 0 && e.Msg.Type != pbft.MsgPrePrepare || len(e.Batch) > lim.MaxBatchRequests {
+		if len(e.Batch) > 0 && e.Msg.Type != pbft.MsgPrePrepare && e.Msg.Type != pbft.MsgBatchReply || len(e.Batch) > lim.MaxBatchRequests {
 			t.Fatalf("DecodeEnvelope accepted a %s with a batch of %d", e.Msg.Type, len(e.Batch))
 		}
 		tb, terr := pbft.DecodeEnvelope(b, codecTightLimits)

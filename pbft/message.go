@@ -18,6 +18,8 @@ const (
 	MsgNewView       MsgType = 8
 	MsgStateRequest  MsgType = 9
 	MsgStateResponse MsgType = 10
+	MsgFetchBatch    MsgType = 11
+	MsgBatchReply    MsgType = 12
 )
 
 var msgTypeNames = [...]string{
@@ -25,6 +27,7 @@ var msgTypeNames = [...]string{
 	MsgCommit: "commit", MsgReply: "reply", MsgCheckpoint: "checkpoint",
 	MsgViewChange: "view-change", MsgNewView: "new-view",
 	MsgStateRequest: "state-request", MsgStateResponse: "state-response",
+	MsgFetchBatch: "fetch-batch", MsgBatchReply: "batch-reply",
 }
 
 func (t MsgType) String() string {
@@ -34,7 +37,11 @@ func (t MsgType) String() string {
 	return "unknown"
 }
 
-func (t MsgType) valid() bool { return t >= MsgRequest && t <= MsgStateResponse }
+func (t MsgType) valid() bool { return t >= MsgRequest && t <= MsgBatchReply }
+
+// carriesBatch reports whether an envelope of type t may carry a batch: a pre-prepare
+// (its proposal) and a batch reply (an answer to fetch-batch).
+func (t MsgType) carriesBatch() bool { return t == MsgPrePrepare || t == MsgBatchReply }
 
 // Signed is the unit of authentication and what certificates are made of: a message
 // type, the id of its sender, the canonical CBOR of its body and the sender's signature
@@ -48,8 +55,8 @@ type Signed struct {
 	Sig  []byte
 }
 
-// Envelope is one frame on the wire. Batch is set only on a PRE-PREPARE: the signed
-// requests whose batch digest the pre-prepare commits to. It sits outside the signature
+// Envelope is one frame on the wire. Batch is set only on a PRE-PREPARE and a BATCH-REPLY:
+// the signed requests whose batch digest the message names. It sits outside the signature
 // because the digest already binds it, which keeps prepared certificates small.
 type Envelope struct {
 	_     struct{} `cbor:",toarray"`
@@ -169,4 +176,19 @@ type CachedReply struct {
 	_         struct{} `cbor:",toarray"`
 	Timestamp uint64
 	Result    []byte
+}
+
+// FetchBatch asks a replica for the requests of the batch with digest Digest, proposed
+// at Seq: a replica entering a new view may hold a pre-prepare without its batch.
+type FetchBatch struct {
+	_      struct{} `cbor:",toarray"`
+	Seq    uint64
+	Digest crypto.Digest
+}
+
+// BatchReply answers FetchBatch; the requests travel in the envelope and must match Digest.
+type BatchReply struct {
+	_      struct{} `cbor:",toarray"`
+	Seq    uint64
+	Digest crypto.Digest
 }

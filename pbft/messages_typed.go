@@ -43,10 +43,32 @@ type CheckpointMsg struct {
 	Checkpoint Checkpoint
 }
 
-// ViewChangeMsg is a view change whose nested signatures verified.
+// ViewChangeMsg is a view change whose nested signatures verified; Proof and Certs are
+// the typed forms of its checkpoint proof and prepared certificates.
 type ViewChangeMsg struct {
 	Signed     Signed
 	ViewChange ViewChange
+	Proof      []*CheckpointMsg
+	Certs      []*PreparedCertMsg
+}
+
+// PreparedCertMsg is a prepared certificate whose signatures verified.
+type PreparedCertMsg struct {
+	PrePrepare *PrePrepareMsg
+	Prepares   []*PrepareMsg
+}
+
+// FetchBatchMsg is a verified request for a batch.
+type FetchBatchMsg struct {
+	Signed     Signed
+	FetchBatch FetchBatch
+}
+
+// BatchReplyMsg is a verified batch reply whose requests match its digest.
+type BatchReplyMsg struct {
+	Signed     Signed
+	BatchReply BatchReply
+	Batch      []*RequestMsg
 }
 
 // NewViewMsg is a new view whose nested signatures verified.
@@ -85,6 +107,8 @@ func (m *ViewChangeMsg) Raw() *Signed    { return &m.Signed }
 func (m *NewViewMsg) Raw() *Signed       { return &m.Signed }
 func (m *StateRequestMsg) Raw() *Signed  { return &m.Signed }
 func (m *StateResponseMsg) Raw() *Signed { return &m.Signed }
+func (m *FetchBatchMsg) Raw() *Signed    { return &m.Signed }
+func (m *BatchReplyMsg) Raw() *Signed    { return &m.Signed }
 
 // From is the replica that signed m (for a request, the client).
 func From(m Message) uint32 { return m.Raw().From }
