@@ -135,6 +135,7 @@ func (r *Replica) makeStable(sc *StableCheckpoint, state []byte) {
 	r.stable = sc
 	r.stableState = state
 	r.gcLog(sc.Seq)
+	r.gcViewChange(sc.Seq)
 	for n := range r.ckpts {
 		if n <= sc.Seq {
 			delete(r.ckpts, n)

@@ -24,6 +24,10 @@ type Config struct {
 	ReplyWindow int
 	// RetransmitTicks is the period of retransmission to replicas that seem to lag.
 	RetransmitTicks int
+	// ViewChangeTicks is the initial view-change timeout: how long a backup waits for a
+	// request it holds to execute (and, changing view, for the NEW-VIEW) before moving
+	// to the next view. It doubles while view changes make no progress.
+	ViewChangeTicks int
 
 	// Signer signs this replica's messages.
 	Signer Signer
@@ -40,6 +44,7 @@ func DefaultConfig(id ReplicaID, n int, s Signer) Config {
 		MaxInFlightBatches: 4,
 		ReplyWindow:        64,
 		RetransmitTicks:    20,
+		ViewChangeTicks:    100,
 		Signer:             s,
 	}
 }
@@ -69,6 +74,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("reply window: must be positive")
 	case c.RetransmitTicks <= 0:
 		return fmt.Errorf("retransmit ticks: must be positive")
+	case c.ViewChangeTicks <= 0:
+		return fmt.Errorf("view change ticks: must be positive")
 	case c.Signer == nil:
 		return fmt.Errorf("signer: missing")
 	}

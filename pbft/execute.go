@@ -137,13 +137,14 @@ func (r *Replica) tryExecute() {
 		}
 		n := r.emitted + 1
 		e := r.log[n]
-		if e == nil || !e.committed {
+		if e == nil || !e.committed || !e.hasBatch {
 			return
 		}
 		b := Batch{Seq: n, View: e.view, Digest: e.digest, Checkpoint: n%r.cfg.CheckpointInterval == 0}
-		for _, m := range e.pp.Batch {
+		for _, m := range e.batch {
 			req := &m.Request
 			delete(r.inflight, m.Digest)
+			r.unwatch(m)
 			switch st, result := r.clients.lookup(req.Client, req.Timestamp); st {
 			case reqNew:
 				r.clients.admit(req.Client, req.Timestamp)

@@ -16,6 +16,10 @@ type entry struct {
 
 	pp     *PrePrepareMsg
 	digest crypto.Digest
+	// batch is the requests of the pre-prepare; hasBatch is false while a pre-prepare
+	// re-proposed by a NEW-VIEW waits for a batch this replica has to fetch.
+	batch    []*RequestMsg
+	hasBatch bool
 
 	prepares []vote // by sender
 	commits  []vote // by sender
@@ -41,6 +45,18 @@ func (r *Replica) getEntry(n uint64) *entry {
 		r.log[n] = e
 	}
 	return e
+}
+
+// envelope is the entry's pre-prepare with its batch, as the primary sends it.
+func (e *entry) envelope() *Envelope {
+	env := &Envelope{Msg: e.pp.Signed}
+	if e.hasBatch && len(e.batch) > 0 {
+		env.Batch = make([]Signed, len(e.batch))
+		for i, m := range e.batch {
+			env.Batch[i] = m.Signed
+		}
+	}
+	return env
 }
 
 // countMatching counts votes whose digest is d.

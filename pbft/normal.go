@@ -16,9 +16,13 @@ func (r *Replica) onRequest(m *RequestMsg) {
 	case reqExecuting:
 		return
 	}
-	if !r.isPrimary() {
-		// PBFT §4.2: a backup relays the request to the primary it believes in.
-		r.sendTo(r.q.Primary(r.view), &Envelope{Msg: m.Signed})
+	if !r.isPrimary() || !r.active {
+		// PBFT §4.2: a backup relays the request to the primary it believes in, and
+		// watches it: if it does not execute in time, the primary is suspect.
+		if r.active {
+			r.sendTo(r.q.Primary(r.view), &Envelope{Msg: m.Signed})
+		}
+		r.watch(m)
 		return
 	}
 	if r.pendingSet[m.Digest] || r.inflight[m.Digest] {
@@ -39,7 +43,7 @@ func (r *Replica) onRequest(m *RequestMsg) {
 // maybePropose lets the primary assign sequence numbers to queued requests while the
 // watermark window and the in-flight bound allow.
 func (r *Replica) maybePropose() {
-	if !r.isPrimary() {
+	if !r.isPrimary() || !r.active {
 		return
 	}
 	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
@@ -83,7 +87,8 @@ func (r *Replica) propose(batch []*RequestMsg) {
 	pp := PrePrepare{View: r.view, Seq: r.nextSeq, Digest: BatchDigest(digests)}
 	m := &PrePrepareMsg{Signed: r.sign(MsgPrePrepare, pp), PrePrepare: pp, Batch: batch, HasBatch: true}
 	e := r.getEntry(pp.Seq)
-	e.pp, e.digest = m, pp.Digest
+	e.pp, e.digest, e.batch, e.hasBatch = m, pp.Digest, batch, true
+	r.rememberBatch(pp.Seq, pp.Digest, batch)
 	env := m.Envelope()
 	r.rd.Persist = append(r.rd.Persist, env)
 	r.send(Destination{Kind: ToAllReplicas}, env)
@@ -99,7 +104,8 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 	case ReplicaID(m.Signed.From) != r.q.Primary(pp.View):
 		r.drop(m, "pre-prepare not from the primary of its view")
 		return
-	case pp.View != r.view:
+	case pp.View != r.view || !r.active:
+		r.notePeerView(ReplicaID(m.Signed.From), pp.View)
 		r.drop(m, "pre-prepare for another view")
 		return
 	case r.isPrimary():
@@ -129,13 +135,20 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 		return
 	}
 	e.pp, e.digest = m, pp.Digest
-	p := Prepare{View: pp.View, Seq: pp.Seq, Digest: pp.Digest}
+	r.rd.Persist = append(r.rd.Persist, m.Envelope())
+	r.attachBatch(e)
+	r.prepareEntry(e)
+	r.check(e)
+}
+
+// prepareEntry sends this backup's PREPARE for an accepted pre-prepare.
+func (r *Replica) prepareEntry(e *entry) {
+	p := Prepare{View: e.view, Seq: e.seq, Digest: e.digest}
 	s := r.sign(MsgPrepare, p)
 	e.myPrepare = &s
-	e.prepares[r.id] = vote{has: true, digest: pp.Digest, msg: s}
-	r.rd.Persist = append(r.rd.Persist, m.Envelope(), &Envelope{Msg: s})
+	e.prepares[r.id] = vote{has: true, digest: e.digest, msg: s}
+	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
 	r.broadcast(s)
-	r.check(e)
 }
 
 func (r *Replica) onPrepare(m *PrepareMsg) {
@@ -160,7 +173,8 @@ func (r *Replica) onCommit(m *CommitMsg) {
 func (r *Replica) onVote(m Message, view, n uint64, d crypto.Digest, votes func(*entry) []vote) {
 	from := ReplicaID(m.Raw().From)
 	kind := m.Raw().Type.String()
-	if view != r.view {
+	r.notePeerView(from, view)
+	if view != r.view || !r.active {
 		r.drop(m, kind+" for another view")
 		return
 	}
@@ -195,6 +209,7 @@ func (r *Replica) check(e *entry) {
 	// backups (the primary never sends one, see onPrepare).
 	if !e.prepared && countMatching(e.prepares, e.digest) >= 2*r.q.F {
 		e.prepared = true
+		r.recordPrepared(e)
 		c := Commit{View: e.view, Seq: e.seq, Digest: e.digest}
 		s := r.sign(MsgCommit, c)
 		e.myCommit = &s
@@ -209,21 +224,47 @@ func (r *Replica) check(e *entry) {
 	}
 }
 
+// recordPrepared keeps the entry's prepared certificate (its pre-prepare and 2f
+// matching prepares from distinct backups) for a later VIEW-CHANGE.
+func (r *Replica) recordPrepared(e *entry) {
+	if pi := r.prepared[e.seq]; pi != nil && pi.view > e.view {
+		return
+	}
+	cert := PreparedCert{PrePrepare: e.pp.Signed}
+	for j := range e.prepares {
+		if v := &e.prepares[j]; v.has && v.digest == e.digest && len(cert.Prepares) < 2*r.q.F {
+			cert.Prepares = append(cert.Prepares, v.msg)
+		}
+	}
+	r.prepared[e.seq] = &preparedInfo{view: e.view, digest: e.digest, cert: cert}
+}
+
 // retransmit resends this replica's part of every live log entry to each replica that
 // has not shown (by a matching commit) that it got that far, and its unstable
 // checkpoints to those that have not matched them. On a lossy network this is what
 // restores liveness once messages get through again.
 func (r *Replica) retransmit() {
+	r.retransmitViewChange()
+	if !r.active {
+		return
+	}
 	primary := r.isPrimary()
 	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
 		e := r.log[n]
 		if e == nil || e.view != r.view || e.pp == nil {
 			continue
 		}
+		if !e.hasBatch {
+			r.broadcast(r.sign(MsgFetchBatch, FetchBatch{Seq: e.seq, Digest: e.digest}))
+		}
 		for j := 0; j < r.cfg.N; j++ {
 			id := ReplicaID(j)
 			if id == r.id || (e.commits[j].has && e.commits[j].digest == e.digest) {
 				continue
+			}
+			if r.peerView[j] < r.view {
+				// It may have missed the NEW-VIEW: without it, it drops all of this.
+				r.sendNewView(id)
 			}
 			r.sendEntry(e, id, primary)
 		}
@@ -282,7 +323,7 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 // its batch if it is the primary, and its own prepare and commit if it sent them.
 func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
 	if primary {
-		r.sendTo(to, e.pp.Envelope())
+		r.sendTo(to, e.envelope())
 	}
 	if e.myPrepare != nil {
 		r.sendTo(to, &Envelope{Msg: *e.myPrepare})

@@ -15,6 +15,29 @@ type Replica struct {
 
 	view  uint64
 	ticks uint64
+	// active is false while the replica changes to view: it accepts no normal-case
+	// message until the NEW-VIEW arrives.
+	active bool
+	// newView is the NEW-VIEW that started the current view, forwarded to laggards.
+	newView *Envelope
+
+	// The view-change timer: it fires at vcDeadline (0: stopped); vcTimeout doubles
+	// while view changes make no progress.
+	vcTimeout  uint64
+	vcDeadline uint64
+	// waiting are the valid requests a backup holds that have not executed: its timer
+	// runs while there are any. waitingPer bounds them per client.
+	waiting    map[crypto.Digest]*RequestMsg
+	waitingPer map[ClientID]int
+	// prepared holds, per seq above the stable checkpoint, the certificate from the
+	// highest view in which this replica prepared: P of its VIEW-CHANGE.
+	prepared map[uint64]*preparedInfo
+	// batches holds batch bodies by digest, above the stable checkpoint.
+	batches map[crypto.Digest]*storedBatch
+	// viewChanges is, per replica, its latest valid VIEW-CHANGE.
+	viewChanges []*storedVC
+	// peerView is, per replica, the highest view seen in a valid message from it.
+	peerView []uint64
 
 	// h is the sequence number of the last stable checkpoint (the low watermark).
 	h      uint64
@@ -57,6 +80,9 @@ type Replica struct {
 	lastHelp []uint64
 	// lastServed is the tick at which this replica last served its state to each peer.
 	lastServed []uint64
+	// lastNewView and lastBatchServed rate-limit NEW-VIEW forwarding and batch replies.
+	lastNewView     []uint64
+	lastBatchServed []uint64
 
 	rd Ready
 }
@@ -68,18 +94,28 @@ func NewReplica(cfg Config) (*Replica, error) {
 	}
 	q, _ := NewQuorum(cfg.N)
 	return &Replica{
-		cfg:        cfg,
-		q:          q,
-		id:         cfg.ID,
-		log:        make(map[uint64]*entry),
-		clients:    newClientTable(cfg.ReplyWindow),
-		pendingSet: make(map[crypto.Digest]bool),
-		pendingPer: make(map[ClientID]int),
-		inflight:   make(map[crypto.Digest]bool),
-		ckpts:      make(map[uint64]*checkpointVotes),
-		lastHelp:   make([]uint64, cfg.N),
-		lastServed: make([]uint64, cfg.N),
-		seenAhead:  make([]uint64, cfg.N),
+		cfg:             cfg,
+		q:               q,
+		id:              cfg.ID,
+		log:             make(map[uint64]*entry),
+		clients:         newClientTable(cfg.ReplyWindow),
+		pendingSet:      make(map[crypto.Digest]bool),
+		pendingPer:      make(map[ClientID]int),
+		inflight:        make(map[crypto.Digest]bool),
+		ckpts:           make(map[uint64]*checkpointVotes),
+		lastHelp:        make([]uint64, cfg.N),
+		lastServed:      make([]uint64, cfg.N),
+		active:          true,
+		vcTimeout:       uint64(cfg.ViewChangeTicks),
+		waiting:         make(map[crypto.Digest]*RequestMsg),
+		waitingPer:      make(map[ClientID]int),
+		prepared:        make(map[uint64]*preparedInfo),
+		batches:         make(map[crypto.Digest]*storedBatch),
+		viewChanges:     make([]*storedVC, cfg.N),
+		peerView:        make([]uint64, cfg.N),
+		lastNewView:     make([]uint64, cfg.N),
+		lastBatchServed: make([]uint64, cfg.N),
+		seenAhead:       make([]uint64, cfg.N),
 	}, nil
 }
 
@@ -87,6 +123,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 type Status struct {
 	ID       ReplicaID
 	View     uint64
+	Active   bool // false while changing to View
 	Primary  ReplicaID
 	LowMark  uint64 // last stable checkpoint
 	Executed uint64 // last sequence number executed
@@ -97,7 +134,7 @@ type Status struct {
 // Status returns the replica's current position.
 func (r *Replica) Status() Status {
 	return Status{
-		ID: r.id, View: r.view, Primary: r.q.Primary(r.view), LowMark: r.h,
+		ID: r.id, View: r.view, Active: r.active, Primary: r.q.Primary(r.view), LowMark: r.h,
 		Executed: r.executed, LogSize: len(r.log), Pending: len(r.pending),
 	}
 }
@@ -164,8 +201,14 @@ func (r *Replica) Step(m Message) {
 		r.onStateRequest(m)
 	case *StateResponseMsg:
 		r.onStateResponse(m)
-	case *ViewChangeMsg, *NewViewMsg:
-		r.drop(m, "view change not supported yet")
+	case *ViewChangeMsg:
+		r.onViewChange(m)
+	case *NewViewMsg:
+		r.onNewView(m)
+	case *FetchBatchMsg:
+		r.onFetchBatch(m)
+	case *BatchReplyMsg:
+		r.onBatchReply(m)
 	default:
 		// A nil or foreign Message: nothing to count it against.
 	}
@@ -179,6 +222,7 @@ func (r *Replica) Tick() {
 	}
 	r.tickStateTransfer()
 	r.tickStalled()
+	r.tickViewChange()
 }
 
 // Executed hands back the application's result for the oldest batch still executing.
@@ -194,6 +238,7 @@ func (r *Replica) Executed(ex Executed) error {
 		r.finishInstall()
 	}
 	r.tryExecute()
+	r.progressed()
 	// An executed batch frees a slot of the in-flight bound.
 	r.maybePropose()
 	return nil

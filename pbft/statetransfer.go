@@ -205,6 +205,12 @@ func (r *Replica) finishInstall() {
 		delete(r.inflight, d)
 	}
 	r.rd.Install = &Install{Seq: w.sc.Seq, App: w.app}
+	for _, m := range r.waitingInOrder() {
+		if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew {
+			r.unwatch(m)
+		}
+	}
 	r.makeStable(w.sc, w.state)
+	r.progressed()
 	r.tryExecute()
 }

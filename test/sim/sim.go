@@ -46,6 +46,7 @@ type Options struct {
 	MaxBatch           int
 	MaxInFlight        int // batches the primary keeps in flight (pipelining depth)
 	ClientTimeout      int // ticks before a client retransmits to every replica
+	ViewChangeTicks    int // a backup's initial view-change timeout
 
 	// Trace, when set, receives one line per delivered frame, execution and drop.
 	Trace io.Writer
@@ -62,6 +63,7 @@ func DefaultOptions() Options {
 		LivenessTicks:      3000,
 		DrainTicks:         500,
 		CheckpointInterval: 8, LogWindow: 16, MaxBatch: 8, MaxInFlight: 2, ClientTimeout: 40,
+		ViewChangeTicks: 80,
 	}
 }
 
@@ -373,6 +375,7 @@ func (w *world) replicaConfig(i int) pbft.Config {
 	cfg.MaxBatchRequests = w.opts.MaxBatch
 	cfg.MaxInFlightBatches = w.opts.MaxInFlight
 	cfg.RetransmitTicks = 10
+	cfg.ViewChangeTicks = w.opts.ViewChangeTicks
 	return cfg
 }
 
@@ -432,7 +435,7 @@ func (w *world) run() {
 	if len(w.res.Violations) == 0 && w.converged() {
 		states := map[int][]byte{}
 		for i, nd := range w.nodes[:w.n] {
-			if r, ok := nd.(*replicaNode); ok {
+			if r, ok := nd.(*replicaNode); ok && r.core.Status().Executed == w.maxExecuted() {
 				if st, err := r.app.Snapshot(); err == nil {
 					states[i] = st
 				}
@@ -461,22 +464,42 @@ func (w *world) maxExecuted() uint64 {
 	return m
 }
 
-// converged reports whether every correct replica executed up to the same seq.
+// converged reports whether the correct replicas caught up: every one that is active
+// in its view executed up to the same seq, the highest; one still changing view alone
+// (its timer fired while it was cut off, and a working primary gives the others no
+// reason to follow; it rejoins at the next view change) reached at least the latest
+// stable checkpoint.
 func (w *world) converged() bool {
-	m := w.maxExecuted()
+	m, stable, active := w.maxExecuted(), uint64(0), 0
 	for _, nd := range w.nodes[:w.n] {
-		if r, ok := nd.(*replicaNode); ok && r.core.Status().Executed != m {
-			return false
+		if r, ok := nd.(*replicaNode); ok {
+			stable = max(stable, r.core.Status().LowMark)
 		}
 	}
-	return true
+	for _, nd := range w.nodes[:w.n] {
+		r, ok := nd.(*replicaNode)
+		if !ok {
+			continue
+		}
+		st := r.core.Status()
+		switch {
+		case st.Active && st.Executed != m:
+			return false
+		case !st.Active && st.Executed < stable:
+			return false
+		case st.Active:
+			active++
+		}
+	}
+	return active > 0
 }
 
 func (w *world) positions() string {
 	var b strings.Builder
 	for i, nd := range w.nodes[:w.n] {
 		if r, ok := nd.(*replicaNode); ok {
-			fmt.Fprintf(&b, " r%d at n=%d", i, r.core.Status().Executed)
+			st := r.core.Status()
+			fmt.Fprintf(&b, " r%d at n=%d (view %d, active %v, stable %d)", i, st.Executed, st.View, st.Active, st.LowMark)
 		}
 	}
 	return b.String()

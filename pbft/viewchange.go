@@ -1,0 +1,544 @@
+package pbft
+
+import (
+	"slices"
+
+	"github.com/pbftkit/pbft/crypto"
+)
+
+// preparedInfo is this replica's prepared certificate for one sequence number, from the
+// highest view in which it prepared: what a VIEW-CHANGE carries in P.
+type preparedInfo struct {
+	view   uint64
+	digest crypto.Digest
+	cert   PreparedCert
+}
+
+// storedBatch is a batch body kept by digest, so a re-proposed digest (in a NEW-VIEW)
+// can run without fetching it, and peers that lack it can fetch it.
+type storedBatch struct {
+	seq  uint64 // highest seq it was proposed at, for garbage collection
+	reqs []*RequestMsg
+}
+
+// vcSummary is what a valid VIEW-CHANGE says, once checked.
+type vcSummary struct {
+	from      ReplicaID
+	newView   uint64
+	stableSeq uint64
+	proof     []*CheckpointMsg // the 2f+1 proof of stableSeq, typed (nil for our own)
+	certs     map[uint64]certSummary
+}
+
+type certSummary struct {
+	view   uint64
+	digest crypto.Digest
+}
+
+// storedVC is the latest valid VIEW-CHANGE of one replica.
+type storedVC struct {
+	signed Signed
+	sum    *vcSummary
+}
+
+// newViewPlan is the outcome of the NEW-VIEW rule over a set of view changes: the
+// stable checkpoint to start from and the digest to re-propose at each seq above it.
+type newViewPlan struct {
+	minS, maxS uint64
+	minProof   []*CheckpointMsg
+	digests    []crypto.Digest // digests[i] is for seq minS+1+i
+}
+
+// nullDigest is the digest of the empty batch: the null request that fills a gap.
+var nullDigest = BatchDigest(nil)
+
+// --- timers ---
+
+func (r *Replica) startTimer() {
+	if r.vcDeadline == 0 {
+		r.vcDeadline = r.ticks + r.vcTimeout
+	}
+}
+
+func (r *Replica) stopTimer() { r.vcDeadline = 0 }
+
+// tickViewChange fires the view-change timer: a backup whose request did not execute in
+// time, or whose NEW-VIEW did not come, moves to the next view; waiting for a NEW-VIEW
+// that never comes doubles the timeout (PBFT §4.4).
+func (r *Replica) tickViewChange() {
+	if r.vcDeadline == 0 || r.ticks < r.vcDeadline {
+		return
+	}
+	if !r.active {
+		r.vcTimeout = min(2*r.vcTimeout, maxViewChangeTimeout*uint64(r.cfg.ViewChangeTicks))
+	}
+	r.startViewChange(r.view + 1)
+}
+
+// maxViewChangeTimeout caps the doubling, in multiples of the initial timeout.
+const maxViewChangeTimeout = 64
+
+// progressed is called when a batch executed: the timeout returns to its initial value
+// and the timer restarts for the requests still waiting (PBFT §4.4).
+func (r *Replica) progressed() {
+	r.vcTimeout = uint64(r.cfg.ViewChangeTicks)
+	if !r.active {
+		return
+	}
+	r.stopTimer()
+	if len(r.waiting) > 0 && !r.isPrimary() {
+		r.startTimer()
+	}
+}
+
+// watch records a valid request this backup has not seen executed: its timer runs until
+// the request executes.
+func (r *Replica) watch(m *RequestMsg) {
+	if r.waiting[m.Digest] == nil {
+		if r.waitingPer[m.Request.Client] >= r.cfg.ReplyWindow {
+			return
+		}
+		r.waiting[m.Digest] = m
+		r.waitingPer[m.Request.Client]++
+	}
+	if r.active && !r.isPrimary() {
+		r.startTimer()
+	}
+}
+
+func (r *Replica) unwatch(m *RequestMsg) {
+	if r.waiting[m.Digest] == nil {
+		return
+	}
+	delete(r.waiting, m.Digest)
+	if r.waitingPer[m.Request.Client]--; r.waitingPer[m.Request.Client] <= 0 {
+		delete(r.waitingPer, m.Request.Client)
+	}
+}
+
+// waitingInOrder lists the watched requests by client and timestamp: the order a new
+// primary proposes them in, the same on every run.
+func (r *Replica) waitingInOrder() []*RequestMsg {
+	out := make([]*RequestMsg, 0, len(r.waiting))
+	for _, m := range r.waiting {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *RequestMsg) int {
+		if a.Request.Client != b.Request.Client {
+			return int(a.Request.Client) - int(b.Request.Client)
+		}
+		switch {
+		case a.Request.Timestamp < b.Request.Timestamp:
+			return -1
+		case a.Request.Timestamp > b.Request.Timestamp:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// --- view change ---
+
+// startViewChange stops normal operation and asks to move to view v, with this
+// replica's stable checkpoint and every certificate prepared above it.
+func (r *Replica) startViewChange(v uint64) {
+	if v < r.view || (v == r.view && !r.active) {
+		return // never backwards
+	}
+	r.view, r.active = v, false
+	r.stopTimer()
+	vc := ViewChange{NewView: v, StableSeq: r.h}
+	sum := &vcSummary{from: r.id, newView: v, stableSeq: r.h, certs: make(map[uint64]certSummary)}
+	if r.stable != nil {
+		vc.CheckpointProof = r.stable.Proof
+	}
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		if pi := r.prepared[n]; pi != nil {
+			vc.Prepared = append(vc.Prepared, pi.cert)
+			sum.certs[n] = certSummary{view: pi.view, digest: pi.digest}
+		}
+	}
+	s := r.sign(MsgViewChange, vc)
+	r.viewChanges[r.id] = &storedVC{signed: s, sum: sum}
+	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+	r.broadcast(s)
+	r.startTimer() // for the NEW-VIEW
+	r.tryNewView()
+}
+
+// checkViewChange applies the rules a VIEW-CHANGE must satisfy (PBFT §4.4): a valid
+// 2f+1 proof of its stable checkpoint, and prepared certificates above it, each a
+// pre-prepare from the primary of an earlier view and 2f matching prepares from
+// distinct backups.
+func (r *Replica) checkViewChange(m *ViewChangeMsg) (*vcSummary, string) {
+	b := &m.ViewChange
+	sum := &vcSummary{from: ReplicaID(m.Signed.From), newView: b.NewView, stableSeq: b.StableSeq,
+		certs: make(map[uint64]certSummary, len(m.Certs))}
+	if b.NewView == 0 {
+		return nil, "view change to view 0"
+	}
+	if b.StableSeq == 0 {
+		if len(m.Proof) != 0 {
+			return nil, "view change with a proof for checkpoint 0"
+		}
+	} else {
+		if b.StableSeq%r.cfg.CheckpointInterval != 0 {
+			return nil, "view change from a seq that is not a checkpoint"
+		}
+		votes := make([]*CheckpointMsg, r.cfg.N)
+		for _, c := range m.Proof {
+			if uint64(c.Signed.From) < uint64(r.cfg.N) {
+				votes[c.Signed.From] = c
+			}
+		}
+		if _, proof := r.strongProof(votes); proof == nil {
+			return nil, "view change without a 2f+1 checkpoint proof"
+		}
+		sum.proof = m.Proof
+	}
+	for _, c := range m.Certs {
+		pp := &c.PrePrepare.PrePrepare
+		n := pp.Seq
+		switch {
+		case pp.View >= b.NewView:
+			return nil, "view change with a certificate from its own or a later view"
+		case ReplicaID(c.PrePrepare.Signed.From) != r.q.Primary(pp.View):
+			return nil, "view change with a pre-prepare not from its primary"
+		case n <= b.StableSeq || n-b.StableSeq > r.cfg.LogWindow:
+			return nil, "view change with a certificate outside its window"
+		}
+		if _, dup := sum.certs[n]; dup {
+			return nil, "view change with two certificates for one seq"
+		}
+		seen := make([]bool, r.cfg.N)
+		count := 0
+		for _, p := range c.Prepares {
+			from := ReplicaID(p.Signed.From)
+			if p.Prepare.View != pp.View || p.Prepare.Seq != n || p.Prepare.Digest != pp.Digest ||
+				from == r.q.Primary(pp.View) || uint64(from) >= uint64(r.cfg.N) || seen[from] {
+				continue
+			}
+			seen[from] = true
+			count++
+		}
+		if count < 2*r.q.F {
+			return nil, "view change with a certificate of fewer than 2f matching prepares"
+		}
+		sum.certs[n] = certSummary{view: pp.View, digest: pp.Digest}
+	}
+	return sum, ""
+}
+
+func (r *Replica) onViewChange(m *ViewChangeMsg) {
+	from := ReplicaID(m.Signed.From)
+	if from == r.id {
+		return
+	}
+	sum, bad := r.checkViewChange(m)
+	if sum == nil {
+		r.drop(m, bad)
+		return
+	}
+	v := sum.newView
+	r.peerView[from] = max(r.peerView[from], v)
+	if v < r.view || (v == r.view && r.active) {
+		// The sender is behind: the NEW-VIEW we hold brings it to our view.
+		r.sendNewView(from)
+		return
+	}
+	if prev := r.viewChanges[from]; prev != nil && prev.sum.newView >= v {
+		return
+	}
+	r.viewChanges[from] = &storedVC{signed: m.Signed, sum: sum}
+	r.joinIfAhead()
+	r.tryNewView()
+}
+
+// joinIfAhead is the f+1 rule: when f+1 replicas (so at least one correct) ask for views
+// above ours, move to the smallest of them without waiting for the timer.
+func (r *Replica) joinIfAhead() {
+	ahead, smallest := 0, uint64(0)
+	for _, vc := range r.viewChanges {
+		if vc != nil && vc.sum.newView > r.view {
+			ahead++
+			if smallest == 0 || vc.sum.newView < smallest {
+				smallest = vc.sum.newView
+			}
+		}
+	}
+	if ahead >= r.q.Weak() {
+		r.startViewChange(smallest)
+	}
+}
+
+// planNewView is the NEW-VIEW rule, a pure function of the view changes: min-s is the
+// highest stable checkpoint among them, max-s the highest prepared seq; each seq
+// between gets the digest of its certificate from the highest view, or the null batch.
+func (r *Replica) planNewView(sums []*vcSummary) *newViewPlan {
+	p := &newViewPlan{}
+	for _, s := range sums {
+		if s.stableSeq > p.minS || (s.stableSeq == p.minS && p.minProof == nil && s.proof != nil) {
+			p.minS, p.minProof = s.stableSeq, s.proof
+		}
+	}
+	p.maxS = p.minS
+	for _, s := range sums {
+		for n := range s.certs {
+			p.maxS = max(p.maxS, n)
+		}
+	}
+	for n := p.minS + 1; n <= p.maxS; n++ {
+		best, found := certSummary{}, false
+		for _, s := range sums {
+			if c, ok := s.certs[n]; ok && (!found || c.view > best.view) {
+				best, found = c, true
+			}
+		}
+		d := nullDigest
+		if found {
+			d = best.digest
+		}
+		p.digests = append(p.digests, d)
+	}
+	return p
+}
+
+// tryNewView lets the primary of the view being changed to start it once it holds 2f+1
+// valid VIEW-CHANGEs for it: the first 2f+1 by sender.
+func (r *Replica) tryNewView() {
+	if r.active || r.q.Primary(r.view) != r.id {
+		return
+	}
+	var chosen []*storedVC
+	for j := 0; j < r.cfg.N && len(chosen) < r.q.Strong(); j++ {
+		if vc := r.viewChanges[j]; vc != nil && vc.sum.newView == r.view {
+			chosen = append(chosen, vc)
+		}
+	}
+	if len(chosen) < r.q.Strong() {
+		return
+	}
+	sums := make([]*vcSummary, len(chosen))
+	nv := NewView{View: r.view, ViewChanges: make([]Signed, len(chosen))}
+	for i, vc := range chosen {
+		sums[i] = vc.sum
+		nv.ViewChanges[i] = vc.signed
+	}
+	plan := r.planNewView(sums)
+	pps := make([]*PrePrepareMsg, len(plan.digests))
+	for i, d := range plan.digests {
+		pp := PrePrepare{View: r.view, Seq: plan.minS + 1 + uint64(i), Digest: d}
+		pps[i] = &PrePrepareMsg{Signed: r.sign(MsgPrePrepare, pp), PrePrepare: pp}
+		nv.PrePrepares = append(nv.PrePrepares, pps[i].Signed)
+	}
+	s := r.sign(MsgNewView, nv)
+	env := &Envelope{Msg: s}
+	r.rd.Persist = append(r.rd.Persist, env)
+	r.send(Destination{Kind: ToAllReplicas}, env)
+	r.enterView(env, plan, pps)
+}
+
+// onNewView accepts a NEW-VIEW only after recomputing its pre-prepares from its
+// VIEW-CHANGEs: a primary cannot smuggle in a digest the rule would not choose.
+func (r *Replica) onNewView(m *NewViewMsg) {
+	v := m.NewView.View
+	switch {
+	case ReplicaID(m.Signed.From) != r.q.Primary(v):
+		r.drop(m, "new-view not from the primary of its view")
+		return
+	case v < r.view || (v == r.view && r.active):
+		return
+	}
+	sums := make([]*vcSummary, 0, len(m.ViewChanges))
+	seen := make([]bool, r.cfg.N)
+	for _, vc := range m.ViewChanges {
+		sum, bad := r.checkViewChange(vc)
+		if sum == nil {
+			r.drop(m, "new-view with an invalid view change: "+bad)
+			return
+		}
+		if sum.newView != v || uint64(sum.from) >= uint64(r.cfg.N) || seen[sum.from] {
+			r.drop(m, "new-view with a view change for another view or counted twice")
+			return
+		}
+		seen[sum.from] = true
+		sums = append(sums, sum)
+	}
+	if len(sums) < r.q.Strong() {
+		r.drop(m, "new-view with fewer than 2f+1 view changes")
+		return
+	}
+	plan := r.planNewView(sums)
+	if len(m.PrePrepares) != len(plan.digests) {
+		r.drop(m, "new-view whose pre-prepares do not match its view changes")
+		return
+	}
+	for i, pp := range m.PrePrepares {
+		want := PrePrepare{View: v, Seq: plan.minS + 1 + uint64(i), Digest: plan.digests[i]}
+		if pp.PrePrepare != want || ReplicaID(pp.Signed.From) != r.q.Primary(v) {
+			r.drop(m, "new-view whose pre-prepares do not match its view changes")
+			return
+		}
+	}
+	env := &Envelope{Msg: m.Signed}
+	r.rd.Persist = append(r.rd.Persist, env)
+	r.view = v
+	r.enterView(env, plan, m.PrePrepares)
+}
+
+// enterView starts normal operation in r.view from a NEW-VIEW: the checkpoint it starts
+// from, then a pre-prepare (and, at a backup, a prepare) for every seq it re-proposes.
+func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMsg) {
+	r.active = true
+	r.newView = nv
+	r.stopTimer()
+	for n, e := range r.log {
+		if e.view < r.view {
+			delete(r.log, n)
+		}
+	}
+	for j, vc := range r.viewChanges {
+		if vc != nil && vc.sum.newView <= r.view {
+			r.viewChanges[j] = nil
+		}
+	}
+	// The checkpoint the new view starts from: make it stable here too, or fetch it.
+	for _, c := range plan.minProof {
+		r.onCheckpoint(c)
+	}
+	primary := r.isPrimary()
+	for _, pp := range pps {
+		n := pp.PrePrepare.Seq
+		if !r.inWindow(n) {
+			continue // below our stable checkpoint, or beyond a window we will reach by state transfer
+		}
+		e := r.getEntry(n)
+		e.pp, e.digest = pp, pp.PrePrepare.Digest
+		r.attachBatch(e)
+		if !primary {
+			r.prepareEntry(e)
+		}
+		r.check(e)
+	}
+	if primary {
+		r.nextSeq = max(plan.maxS, r.h, r.nextSeq)
+		// A new primary proposes what its clients have been waiting for.
+		for _, m := range r.waitingInOrder() {
+			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st == reqNew && !r.pendingSet[m.Digest] && !r.inflight[m.Digest] {
+				r.pendingSet[m.Digest] = true
+				r.pendingPer[m.Request.Client]++
+				r.pending = append(r.pending, m)
+			}
+		}
+		r.maybePropose()
+	} else if len(r.waiting) > 0 {
+		r.startTimer()
+	}
+	r.tryExecute()
+}
+
+// notePeerView records the view a replica's valid message was sent in; one from a view
+// older than ours means it missed our NEW-VIEW, so it gets it.
+func (r *Replica) notePeerView(from ReplicaID, v uint64) {
+	if uint64(from) >= uint64(r.cfg.N) {
+		return
+	}
+	r.peerView[from] = max(r.peerView[from], v)
+	if v < r.view && r.active {
+		r.sendNewView(from)
+	}
+}
+
+// sendNewView forwards the NEW-VIEW that started our view to a replica still asking
+// for it; at most once per retransmit period per replica.
+func (r *Replica) sendNewView(to ReplicaID) {
+	if r.newView == nil || to == r.id || uint64(to) >= uint64(r.cfg.N) {
+		return
+	}
+	if r.lastNewView[to] != 0 && r.ticks+1-r.lastNewView[to] < uint64(r.cfg.RetransmitTicks) {
+		return
+	}
+	r.lastNewView[to] = r.ticks + 1
+	r.sendTo(to, r.newView)
+}
+
+// retransmitViewChange resends this replica's VIEW-CHANGE while it waits for the NEW-VIEW.
+func (r *Replica) retransmitViewChange() {
+	if r.active {
+		return
+	}
+	if vc := r.viewChanges[r.id]; vc != nil && vc.sum.newView == r.view {
+		r.broadcast(vc.signed)
+	}
+}
+
+// --- batches ---
+
+// rememberBatch keeps a batch body by digest for re-proposal and for peers that lack it.
+func (r *Replica) rememberBatch(n uint64, d crypto.Digest, reqs []*RequestMsg) {
+	if b := r.batches[d]; b != nil {
+		b.seq = max(b.seq, n)
+		return
+	}
+	r.batches[d] = &storedBatch{seq: n, reqs: reqs}
+}
+
+// attachBatch gives an entry its batch if this replica holds it, and asks for it if not.
+func (r *Replica) attachBatch(e *entry) {
+	switch {
+	case e.pp.HasBatch:
+		e.batch, e.hasBatch = e.pp.Batch, true
+	case e.digest == nullDigest:
+		e.batch, e.hasBatch = nil, true
+	case r.batches[e.digest] != nil:
+		e.batch, e.hasBatch = r.batches[e.digest].reqs, true
+	}
+	if e.hasBatch {
+		r.rememberBatch(e.seq, e.digest, e.batch)
+		return
+	}
+	r.broadcast(r.sign(MsgFetchBatch, FetchBatch{Seq: e.seq, Digest: e.digest}))
+}
+
+func (r *Replica) onFetchBatch(m *FetchBatchMsg) {
+	from := ReplicaID(m.Signed.From)
+	b := r.batches[m.FetchBatch.Digest]
+	if b == nil || from == r.id {
+		return
+	}
+	if r.lastBatchServed[from] == r.ticks+1 {
+		return // one batch per peer per tick: a fetch is cheap, an answer is not
+	}
+	r.lastBatchServed[from] = r.ticks + 1
+	env := &Envelope{Msg: r.sign(MsgBatchReply, BatchReply(m.FetchBatch)), Batch: make([]Signed, len(b.reqs))}
+	for i, q := range b.reqs {
+		env.Batch[i] = q.Signed
+	}
+	r.sendTo(from, env)
+}
+
+func (r *Replica) onBatchReply(m *BatchReplyMsg) {
+	d := m.BatchReply.Digest
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		if e := r.log[n]; e != nil && e.pp != nil && !e.hasBatch && e.digest == d {
+			e.batch, e.hasBatch = m.Batch, true
+			r.rememberBatch(n, d, m.Batch)
+		}
+	}
+	r.tryExecute()
+}
+
+// gcViewChange discards batches and prepared certificates at or below a stable checkpoint.
+func (r *Replica) gcViewChange(n uint64) {
+	for s := range r.prepared {
+		if s <= n {
+			delete(r.prepared, s)
+		}
+	}
+	for d, b := range r.batches {
+		if b.seq <= n {
+			delete(r.batches, d)
+		}
+	}
+}
