@@ -22,6 +22,7 @@ func newSimCmd() *cobra.Command {
 		asJSON    bool
 		quiet     bool
 		trace     bool
+		clean     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -39,6 +40,9 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkSimFlags(&o, seeds); err != nil {
 				return err
+			}
+			if clean {
+				o.DropRate, o.DupRate, o.Partitions, o.HealTick = 0, 0, 0, 0
 			}
 			if trace {
 				if seeds != 1 {
@@ -86,6 +90,7 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 	f.IntVar(&workers, "workers", 0, "seeds run in parallel (0: one per CPU)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	f.BoolVar(&quiet, "quiet", false, "no progress line")
+	f.BoolVar(&clean, "clean-network", false, "no loss, duplication or partition: only delays (to measure a strategy's cost alone)")
 	f.BoolVar(&trace, "trace", false, "print every delivery, execution and drop of one seed to stderr")
 	return cmd
 }
@@ -145,6 +150,8 @@ func printSummary(w io.Writer, s *sim.Summary) {
 		s.Seeds, s.SeedStart, s.Requests, s.Crypto)
 	fmt.Fprintf(w, "  safety violations: %d seeds\n  liveness failures: %d seeds\n  requests completed: %d\n  state transfers: %d\n  %.1f s, %.1f seeds/s\n",
 		s.Violations, s.LivenessFailures, s.CommittedRequests, s.StateTransfers, s.ElapsedSeconds, s.SeedsPerSecond)
+	fmt.Fprintf(w, "  view changes: %d (recovery ticks p50 %d, p99 %d, max %d)\n  ticks to complete a seed's requests: p50 %d\n",
+		s.ViewChanges, s.RecoveryTicks["p50"], s.RecoveryTicks["p99"], s.RecoveryTicks["max"], s.CompletionTicks)
 	reasons := make([]string, 0, len(s.Drops))
 	for k := range s.Drops {
 		reasons = append(reasons, k)

@@ -22,6 +22,11 @@ func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
 //     seqs, views and checkpoints, to random replicas.
 //   - collude: runs correctly and also votes (prepare and commit) for every proposal
 //     and vote it sees, whatever the digest.
+//   - view-change-spam: runs correctly and also sends VIEW-CHANGEs for far-future views.
+//   - silent-primary: the primary of view 0, silent.
+//   - slow-primary: runs correctly, but as primary holds each pre-prepare until just
+//     before the backups' timeout would fire (the Aardvark attack).
+//   - censor: runs correctly, but as primary ignores one client's requests.
 //   - equivocate: as primary, sends different batches for one seq to different halves of
 //     the backups and commits each; as backup, votes for every version it sees and
 //     sends conflicting votes (another digest) to half of the replicas.
@@ -45,6 +50,9 @@ type byzantine struct {
 	seen    []pbft.Message           // garbage: messages to mutate
 	reqs    []*pbft.RequestMsg       // garbage: requests to put in forged batches
 	byzCkpt map[uint64]crypto.Digest // garbage: its own checkpoint lie per seq
+	slow    []held                   // slow-primary: pre-prepares waiting to be sent
+	release map[uint64]uint64        // slow-primary: per seq, the tick its pre-prepare may go
+	ticks   uint64
 }
 
 // slot is a (view, seq) pair.
@@ -60,11 +68,12 @@ const historyMax = 4096
 func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantine, error) {
 	b := &byzantine{
 		w: w, id: id, strategy: strategy, signer: cfg.Signer, verifier: w.verifier(),
-		rng:   rand.New(rand.NewPCG(w.opts.Seed, uint64(id)+1)),
-		voted: make(map[voteKey]bool), planned: make(map[slot]bool), byzCkpt: make(map[uint64]crypto.Digest),
+		rng:     rand.New(rand.NewPCG(w.opts.Seed, uint64(id)+1)),
+		release: make(map[uint64]uint64),
+		voted:   make(map[voteKey]bool), planned: make(map[slot]bool), byzCkpt: make(map[uint64]crypto.Digest),
 	}
 	switch strategy {
-	case "silent", "garbage":
+	case "silent", "silent-primary", "garbage":
 	default:
 		core, err := pbft.NewReplica(cfg)
 		if err != nil {
@@ -76,7 +85,7 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 }
 
 func (b *byzantine) receive(from int, frame []byte) {
-	if b.strategy == "silent" {
+	if b.strategy == "silent" || b.strategy == "silent-primary" {
 		return
 	}
 	if b.strategy == "replay" {
@@ -93,6 +102,9 @@ func (b *byzantine) receive(from int, frame []byte) {
 	m, err := b.verifier.Open(env)
 	if err != nil {
 		return
+	}
+	if rm, ok := m.(*pbft.RequestMsg); ok && b.strategy == "censor" && rm.Request.Client == censored && b.isPrimary() {
+		return // as primary, it never orders the censored client's requests
 	}
 	if rm, ok := m.(*pbft.RequestMsg); ok && b.strategy != "bad-signature" {
 		b.lieToClient(rm)
@@ -116,8 +128,18 @@ func (b *byzantine) receive(from int, frame []byte) {
 
 func (b *byzantine) tick() {
 	switch b.strategy {
-	case "silent":
+	case "silent", "silent-primary":
 		return
+	case "slow-primary":
+		b.releaseSlow()
+	case "view-change-spam":
+		if b.rng.IntN(5) == 0 {
+			// A signed, well-formed VIEW-CHANGE for a far-future view: one replica
+			// alone must not move anybody (the f+1 rule needs a correct one too).
+			v := b.core.Status().View + 1000 + uint64(b.rng.IntN(1000))
+			vc := pbft.Sign(b.signer, pbft.MsgViewChange, uint32(b.id), pbft.ViewChange{NewView: v})
+			b.sendSigned(b.others(), vc, nil)
+		}
 	case "garbage":
 		for k := b.rng.IntN(3); k > 0; k-- {
 			b.spray()
@@ -171,6 +193,24 @@ func (b *byzantine) emit(out pbft.Outbound) {
 		return
 	}
 	switch b.strategy {
+	case "slow-primary":
+		var pp pbft.PrePrepare
+		if env.Msg.Type == pbft.MsgPrePrepare && decodeBody(env.Msg.Body, &pp) == nil {
+			// Just under the backups' timeout: the Aardvark attack. The primary is never
+			// caught, and throughput falls to what one batch per timeout allows. Every
+			// send of the pre-prepare (retransmissions too) waits for its time.
+			at, ok := b.release[pp.Seq]
+			if !ok {
+				at = b.ticks + uint64(b.w.opts.ViewChangeTicks) - slowMargin
+				b.release[pp.Seq] = at
+			}
+			if b.ticks < at {
+				if out.To.Kind == pbft.ToAllReplicas {
+					b.slow = append(b.slow, held{out: out, at: at})
+				}
+				return
+			}
+		}
 	case "equivocate":
 		switch env.Msg.Type {
 		case pbft.MsgPrePrepare:
@@ -214,6 +254,46 @@ func (b *byzantine) tamperState(out pbft.Outbound) {
 	resp.State = pbft.Marshal(cs)
 	out.Env = &pbft.Envelope{Msg: pbft.Sign(b.signer, pbft.MsgStateResponse, uint32(b.id), resp)}
 	b.w.sendOut(b.id, out)
+}
+
+// censored is the client a censoring primary ignores.
+const censored = pbft.ClientID(1)
+
+// slowMargin is how many ticks before the backups' timeout a slow primary proposes.
+const slowMargin = 5
+
+type held struct {
+	out pbft.Outbound
+	at  uint64
+}
+
+func (b *byzantine) isPrimary() bool {
+	st := b.core.Status()
+	return st.Primary == pbft.ReplicaID(b.id) && st.Active
+}
+
+func (b *byzantine) others() []int {
+	out := make([]int, 0, b.w.n-1)
+	for i := 0; i < b.w.n; i++ {
+		if i != b.id {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// releaseSlow sends the pre-prepares a slow primary held once their time came.
+func (b *byzantine) releaseSlow() {
+	b.ticks++
+	keep := b.slow[:0]
+	for _, h := range b.slow {
+		if h.at <= b.ticks {
+			b.w.sendOut(b.id, h.out)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	b.slow = keep
 }
 
 // halves splits the other replicas at random into two non-empty groups.

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,11 +35,20 @@ type Summary struct {
 	StateTransfers    int     `json:"state_transfers"`
 	Delivered         int     `json:"messages_delivered"`
 	// Drops counts rejected or lost messages by reason, over all seeds.
-	Drops          map[string]int `json:"drops"`
-	Crypto         string         `json:"crypto"`
-	ElapsedSeconds float64        `json:"elapsed_seconds"`
-	SeedsPerSecond float64        `json:"seeds_per_second"`
-	Failures       []Failure      `json:"failures"` // the first ones, by seed
+	Drops map[string]int `json:"drops"`
+	// ViewChanges counts the views started over all seeds; RecoveryTicks summarises,
+	// per view change, the ticks from the first VIEW-CHANGE to the new view running.
+	ViewChanges   int            `json:"view_changes"`
+	RecoveryTicks map[string]int `json:"recovery_ticks"`
+	// CompletionTicks is the median number of ticks a seed took to complete all its
+	// requests: the simulated cost of a strategy (a slow primary shows here).
+	CompletionTicks int `json:"completion_ticks_p50"`
+
+	recovery, completion []int
+	Crypto               string    `json:"crypto"`
+	ElapsedSeconds       float64   `json:"elapsed_seconds"`
+	SeedsPerSecond       float64   `json:"seeds_per_second"`
+	Failures             []Failure `json:"failures"` // the first ones, by seed
 }
 
 const maxReportedFailures = 10
@@ -109,6 +119,8 @@ func RunSeeds(o Options, start uint64, count, workers int, progress func(done in
 	if len(s.Failures) > maxReportedFailures {
 		s.Failures = s.Failures[:maxReportedFailures]
 	}
+	s.RecoveryTicks = map[string]int{"p50": percentile(s.recovery, 50), "p99": percentile(s.recovery, 99), "max": percentile(s.recovery, 100)}
+	s.CompletionTicks = percentile(s.completion, 50)
 	s.ElapsedSeconds = time.Since(begin).Seconds()
 	if s.ElapsedSeconds > 0 {
 		s.SeedsPerSecond = float64(count) / s.ElapsedSeconds
@@ -120,6 +132,11 @@ func (s *Summary) add(r *Result, o Options) {
 	s.CommittedRequests += r.Completed
 	s.StateTransfers += r.StateTransfers
 	s.Delivered += r.Delivered
+	s.ViewChanges += r.ViewChanges
+	s.recovery = append(s.recovery, r.RecoveryTicks...)
+	if r.CompletionTick > 0 {
+		s.completion = append(s.completion, r.CompletionTick)
+	}
 	for k, v := range r.Drops {
 		s.Drops[k] += v
 	}
@@ -144,4 +161,15 @@ func (s *Summary) add(r *Result, o Options) {
 		sort.Slice(s.Failures, func(i, j int) bool { return s.Failures[i].Seed < s.Failures[j].Seed })
 		s.Failures = s.Failures[:maxReportedFailures]
 	}
+}
+
+// percentile is the p-th percentile (nearest rank) of xs; 0 for none.
+func percentile(xs []int, p int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := (p*len(s) + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
 }

@@ -79,6 +79,13 @@ type Result struct {
 	Drops           map[string]int
 	StateTransfers  int // checkpoint states installed by correct replicas
 	MaxLogSize      int // largest log any correct replica held
+	// ViewChanges counts the views correct replicas started (a NEW-VIEW accepted), and
+	// RecoveryTicks, for each, the ticks from the first VIEW-CHANGE a correct replica
+	// sent for it to the first correct replica active in it.
+	ViewChanges   int
+	RecoveryTicks []int
+	// CompletionTick is the tick at which the last request completed (0: never).
+	CompletionTick int
 }
 
 // Failed reports whether the run broke a safety or liveness property.
@@ -140,6 +147,10 @@ type world struct {
 	// coalition is what the Byzantine replicas share: for each (view, seq) an
 	// equivocating primary split, the digest each replica was shown.
 	coalition map[slot]map[int]crypto.Digest
+	// vcStart and vcDone record, per view, when the first correct replica asked for it
+	// and when the first became active in it.
+	vcStart map[uint64]int64
+	vcDone  map[uint64]bool
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
@@ -251,8 +262,14 @@ func (w *world) sendOut(from int, out pbft.Outbound) {
 	}
 }
 
-// Strategies are the Byzantine replica behaviours the simulator knows.
-var Strategies = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate"}
+// Strategies are the Byzantine replica behaviours the simulator knows. The backup
+// strategies misbehave in any position; PrimaryStrategies misbehave only as primary and
+// make the primary of view 0 one of the faulty replicas.
+var (
+	BackupStrategies  = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate", "view-change-spam"}
+	PrimaryStrategies = []string{"silent-primary", "slow-primary", "censor"}
+	Strategies        = append(append([]string{}, BackupStrategies...), PrimaryStrategies...)
+)
 
 // Run simulates one seeded run and checks it.
 func Run(opts Options) Result {
@@ -285,6 +302,8 @@ func newWorld(opts Options, res *Result) (*world, error) {
 		rng:       rand.New(rand.NewPCG(opts.Seed, 0x9e3779b97f4a7c15)),
 		limits:    pbft.DefaultLimits(),
 		coalition: make(map[slot]map[int]crypto.Digest),
+		vcStart:   make(map[uint64]int64),
+		vcDone:    make(map[uint64]bool),
 	}
 	clientIDs := make([]pbft.ClientID, opts.Clients)
 	for j := range clientIDs {
@@ -302,6 +321,10 @@ func newWorld(opts Options, res *Result) (*world, error) {
 		cands[i]++
 	}
 	picked := 0
+	if slices.Contains(PrimaryStrategies, opts.Strategy) {
+		opts.FaultyPrimary = true
+		w.opts.FaultyPrimary = true
+	}
 	if opts.FaultyPrimary && opts.Byzantine > 0 {
 		faulty[0] = true
 		picked++
@@ -415,6 +438,7 @@ func (w *world) run() {
 			w.nodes[e.to].receive(e.from, e.frame)
 		}
 		if !draining && w.allDone() {
+			w.res.CompletionTick = int(w.ticks())
 			// Every request completed: go on until the correct replicas converge.
 			draining = true
 			deadline = w.now + int64(w.opts.DrainTicks)*tickUnits
@@ -450,6 +474,21 @@ func (w *world) run() {
 		}
 		w.res.LivenessFailure = fmt.Sprintf("%d of %d requests incomplete %d ticks after the heal (tick %d)",
 			total-w.res.Completed, total, w.opts.LivenessTicks, w.res.Ticks)
+	}
+}
+
+// noteView records view changes as correct replicas go through them.
+func (w *world) noteView(st pbft.Status) {
+	if st.View == 0 {
+		return
+	}
+	if _, ok := w.vcStart[st.View]; !ok {
+		w.vcStart[st.View] = w.now
+	}
+	if st.Active && !w.vcDone[st.View] {
+		w.vcDone[st.View] = true
+		w.res.ViewChanges++
+		w.res.RecoveryTicks = append(w.res.RecoveryTicks, int((w.now-w.vcStart[st.View])/tickUnits))
 	}
 }
 
@@ -596,9 +635,11 @@ func (r *replicaNode) flush() {
 				return
 			}
 		}
-		if s := r.core.Status().LogSize; s > r.w.res.MaxLogSize {
-			r.w.res.MaxLogSize = s
+		st := r.core.Status()
+		if st.LogSize > r.w.res.MaxLogSize {
+			r.w.res.MaxLogSize = st.LogSize
 		}
+		r.w.noteView(st)
 	}
 }
 
