@@ -153,26 +153,23 @@ func (r *Replica) tryExecute() {
 				r.sendReply(req.Client, req.Timestamp, result)
 			}
 		}
-		e.toExecute = b.Requests
+		r.executing[n] = b.Requests
 		r.emitted = n
 		r.rd.Execute = append(r.rd.Execute, b)
 	}
 }
 
 func (r *Replica) onExecuted(ex Executed) error {
-	e := r.log[ex.Seq]
-	if e == nil || e.pp == nil {
-		return fmt.Errorf("executed n=%d: no such entry", ex.Seq)
+	reqs := r.executing[ex.Seq]
+	if len(ex.Results) != len(reqs) {
+		return fmt.Errorf("executed n=%d: %d results for %d requests", ex.Seq, len(ex.Results), len(reqs))
 	}
-	if len(ex.Results) != len(e.toExecute) {
-		return fmt.Errorf("executed n=%d: %d results for %d requests", ex.Seq, len(ex.Results), len(e.toExecute))
-	}
-	for i, m := range e.toExecute {
+	for i, m := range reqs {
 		req := &m.Request
 		r.clients.setResult(req.Client, req.Timestamp, ex.Results[i])
 		r.sendReply(req.Client, req.Timestamp, ex.Results[i])
 	}
-	e.toExecute = nil
+	delete(r.executing, ex.Seq)
 	if ex.Seq%r.cfg.CheckpointInterval == 0 {
 		if ex.Snapshot == nil {
 			return fmt.Errorf("executed n=%d: a checkpoint batch needs the application snapshot", ex.Seq)

@@ -32,10 +32,6 @@ type entry struct {
 
 	// answered is, per replica, 1 + the tick this replica last answered its retransmission.
 	answered []uint64
-
-	// toExecute are the requests handed to the application for this entry, kept until
-	// their results come back.
-	toExecute []*RequestMsg
 }
 
 func (r *Replica) getEntry(n uint64) *entry {

@@ -25,6 +25,7 @@ func (r *Replica) onRequest(m *RequestMsg) {
 		r.watch(m)
 		return
 	}
+	r.watch(m)
 	if r.pendingSet[m.Digest] || r.inflight[m.Digest] {
 		return
 	}

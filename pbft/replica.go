@@ -34,8 +34,11 @@ type Replica struct {
 	prepared map[uint64]*preparedInfo
 	// batches holds batch bodies by digest, above the stable checkpoint.
 	batches map[crypto.Digest]*storedBatch
-	// viewChanges is, per replica, its latest valid VIEW-CHANGE.
+	// viewChanges is, per replica, its latest valid VIEW-CHANGE (for the f+1 rule);
+	// vcFor keeps, for each of the next few views from ours, the VIEW-CHANGE each replica
+	// sent for it: a replica that moved on to a later view still counts towards this one.
 	viewChanges []*storedVC
+	vcFor       map[uint64][]*storedVC
 	// peerView is, per replica, the highest view seen in a valid message from it.
 	peerView []uint64
 
@@ -52,6 +55,10 @@ type Replica struct {
 	// one whose result came back. They differ only while the runtime is executing.
 	emitted  uint64
 	executed uint64
+	// executing holds, per seq in (executed, emitted], the requests handed to the
+	// application, until their results come back. It is apart from the log, which a
+	// view change may rewrite while the application still runs a batch.
+	executing map[uint64][]*RequestMsg
 
 	clients clientTable
 
@@ -107,11 +114,13 @@ func NewReplica(cfg Config) (*Replica, error) {
 		lastServed:      make([]uint64, cfg.N),
 		active:          true,
 		vcTimeout:       uint64(cfg.ViewChangeTicks),
+		executing:       make(map[uint64][]*RequestMsg),
 		waiting:         make(map[crypto.Digest]*RequestMsg),
 		waitingPer:      make(map[ClientID]int),
 		prepared:        make(map[uint64]*preparedInfo),
 		batches:         make(map[crypto.Digest]*storedBatch),
 		viewChanges:     make([]*storedVC, cfg.N),
+		vcFor:           make(map[uint64][]*storedVC),
 		peerView:        make([]uint64, cfg.N),
 		lastNewView:     make([]uint64, cfg.N),
 		lastBatchServed: make([]uint64, cfg.N),

@@ -69,6 +69,13 @@ func (r *Replica) tickViewChange() {
 	if r.vcDeadline == 0 || r.ticks < r.vcDeadline {
 		return
 	}
+	if r.active {
+		r.forgetDecided()
+		if len(r.waiting) == 0 {
+			r.stopTimer() // nothing this replica waits for is undecided any more
+			return
+		}
+	}
 	if !r.active {
 		r.vcTimeout = min(2*r.vcTimeout, maxViewChangeTimeout*uint64(r.cfg.ViewChangeTicks))
 	}
@@ -82,17 +89,18 @@ const maxViewChangeTimeout = 64
 // and the timer restarts for the requests still waiting (PBFT §4.4).
 func (r *Replica) progressed() {
 	r.vcTimeout = uint64(r.cfg.ViewChangeTicks)
+	r.forgetDecided()
 	if !r.active {
 		return
 	}
 	r.stopTimer()
-	if len(r.waiting) > 0 && !r.isPrimary() {
+	if len(r.waiting) > 0 {
 		r.startTimer()
 	}
 }
 
-// watch records a valid request this backup has not seen executed: its timer runs until
-// the request executes.
+// watch records a valid request this replica has not seen executed: its timer runs
+// until the request executes.
 func (r *Replica) watch(m *RequestMsg) {
 	if r.waiting[m.Digest] == nil {
 		if r.waitingPer[m.Request.Client] >= r.cfg.ReplyWindow {
@@ -101,7 +109,10 @@ func (r *Replica) watch(m *RequestMsg) {
 		r.waiting[m.Digest] = m
 		r.waitingPer[m.Request.Client]++
 	}
-	if r.active && !r.isPrimary() {
+	if r.active {
+		// The primary watches too: a primary whose proposals cannot commit (its backups
+		// split by an equivocating one, a correct one lost in another view) is stalled
+		// as surely as a faulty one, and any replica may ask for a view change.
 		r.startTimer()
 	}
 }
@@ -113,6 +124,18 @@ func (r *Replica) unwatch(m *RequestMsg) {
 	delete(r.waiting, m.Digest)
 	if r.waitingPer[m.Request.Client]--; r.waitingPer[m.Request.Client] <= 0 {
 		delete(r.waitingPer, m.Request.Client)
+	}
+}
+
+// forgetDecided stops watching requests whose (client, timestamp) is decided: executed,
+// executing, or superseded. Another request with the same timestamp (a client that sent
+// different operations to different replicas) can never run, and must not keep the
+// timer going.
+func (r *Replica) forgetDecided() {
+	for _, m := range r.waiting {
+		if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew {
+			r.unwatch(m)
+		}
 	}
 }
 
@@ -148,6 +171,13 @@ func (r *Replica) startViewChange(v uint64) {
 	}
 	r.view, r.active = v, false
 	r.stopTimer()
+	// The latest VIEW-CHANGEs of others may be for this view or the next few (the f+1
+	// rule may just have brought us here): they count.
+	for _, vc := range r.viewChanges {
+		if vc != nil {
+			r.storeViewChange(vc)
+		}
+	}
 	vc := ViewChange{NewView: v, StableSeq: r.h}
 	sum := &vcSummary{from: r.id, newView: v, stableSeq: r.h, certs: make(map[uint64]certSummary)}
 	if r.stable != nil {
@@ -160,11 +190,29 @@ func (r *Replica) startViewChange(v uint64) {
 		}
 	}
 	s := r.sign(MsgViewChange, vc)
-	r.viewChanges[r.id] = &storedVC{signed: s, sum: sum}
+	r.storeViewChange(&storedVC{signed: s, sum: sum})
 	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
 	r.broadcast(s)
-	r.startTimer() // for the NEW-VIEW
+	r.startNewViewTimer()
 	r.tryNewView()
+}
+
+// startNewViewTimer starts the wait for the NEW-VIEW only once 2f+1 replicas asked for
+// this view (PBFT TOCS §4.5.2): a replica alone in a view change does not escalate to
+// ever higher views, so it can still accept the NEW-VIEW the others will reach.
+func (r *Replica) startNewViewTimer() {
+	if r.active || r.vcDeadline != 0 {
+		return
+	}
+	count := 0
+	for _, vc := range r.vcFor[r.view] {
+		if vc != nil {
+			count++
+		}
+	}
+	if count >= r.q.Strong() {
+		r.startTimer()
+	}
 }
 
 // checkViewChange applies the rules a VIEW-CHANGE must satisfy (PBFT §4.4): a valid
@@ -247,12 +295,46 @@ func (r *Replica) onViewChange(m *ViewChangeMsg) {
 		r.sendNewView(from)
 		return
 	}
-	if prev := r.viewChanges[from]; prev != nil && prev.sum.newView >= v {
+	if !r.storeViewChange(&storedVC{signed: m.Signed, sum: sum}) {
 		return
 	}
-	r.viewChanges[from] = &storedVC{signed: m.Signed, sum: sum}
 	r.joinIfAhead()
+	r.startNewViewTimer()
 	r.tryNewView()
+}
+
+// viewsKept is how many views from the current one vcFor remembers.
+const viewsKept = 4
+
+// storeViewChange records a valid VIEW-CHANGE; false if it is older than what its
+// sender already sent.
+func (r *Replica) storeViewChange(vc *storedVC) bool {
+	from, v := vc.sum.from, vc.sum.newView
+	newer := false
+	if prev := r.viewChanges[from]; prev == nil || prev.sum.newView < v {
+		r.viewChanges[from] = vc
+		newer = true
+	}
+	if v >= r.view && v-r.view < viewsKept {
+		if r.vcFor[v] == nil {
+			r.vcFor[v] = make([]*storedVC, r.cfg.N)
+		}
+		if r.vcFor[v][from] == nil {
+			r.vcFor[v][from] = vc
+			newer = true
+		}
+	}
+	r.pruneViewChanges()
+	return newer
+}
+
+// pruneViewChanges forgets view changes for views below ours or too far above it.
+func (r *Replica) pruneViewChanges() {
+	for v := range r.vcFor {
+		if v < r.view || v-r.view >= viewsKept || (v == r.view && r.active) {
+			delete(r.vcFor, v)
+		}
+	}
 }
 
 // joinIfAhead is the f+1 rule: when f+1 replicas (so at least one correct) ask for views
@@ -312,8 +394,8 @@ func (r *Replica) tryNewView() {
 	}
 	var chosen []*storedVC
 	for j := 0; j < r.cfg.N && len(chosen) < r.q.Strong(); j++ {
-		if vc := r.viewChanges[j]; vc != nil && vc.sum.newView == r.view {
-			chosen = append(chosen, vc)
+		if vc := r.vcFor[r.view]; vc != nil && vc[j] != nil {
+			chosen = append(chosen, vc[j])
 		}
 	}
 	if len(chosen) < r.q.Strong() {
@@ -403,6 +485,7 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			r.viewChanges[j] = nil
 		}
 	}
+	r.pruneViewChanges()
 	// The checkpoint the new view starts from: make it stable here too, or fetch it.
 	for _, c := range plan.minProof {
 		r.onCheckpoint(c)
@@ -421,8 +504,13 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 		}
 		r.check(e)
 	}
+	// Proposals of earlier views that did not make it into this one are gone: their
+	// requests may be proposed again.
+	clear(r.inflight)
 	if primary {
-		r.nextSeq = max(plan.maxS, r.h, r.nextSeq)
+		// Continue right after max-s: numbers this replica used in an earlier term of
+		// its own may not have prepared, and a gap would block execution.
+		r.nextSeq = max(plan.maxS, r.h)
 		// A new primary proposes what its clients have been waiting for.
 		for _, m := range r.waitingInOrder() {
 			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st == reqNew && !r.pendingSet[m.Digest] && !r.inflight[m.Digest] {
@@ -432,7 +520,8 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			}
 		}
 		r.maybePropose()
-	} else if len(r.waiting) > 0 {
+	}
+	if len(r.waiting) > 0 {
 		r.startTimer()
 	}
 	r.tryExecute()
@@ -468,8 +557,8 @@ func (r *Replica) retransmitViewChange() {
 	if r.active {
 		return
 	}
-	if vc := r.viewChanges[r.id]; vc != nil && vc.sum.newView == r.view {
-		r.broadcast(vc.signed)
+	if vcs := r.vcFor[r.view]; vcs != nil && vcs[r.id] != nil {
+		r.broadcast(vcs[r.id].signed)
 	}
 }
 

@@ -37,7 +37,7 @@ func sweep(t *testing.T, o Options, count int) Summary {
 // validity, exactly-once execution and equal checkpoints, and every request completes
 // after the network heals.
 func TestSafetyAndLivenessWithFByzantineBackups(t *testing.T) {
-	for _, strategy := range Strategies {
+	for _, strategy := range BackupStrategies {
 		t.Run(strategy, func(t *testing.T) {
 			t.Parallel()
 			o := DefaultOptions()
@@ -46,6 +46,30 @@ func TestSafetyAndLivenessWithFByzantineBackups(t *testing.T) {
 			sweep(t, o, seeds(*sweepSeeds))
 		})
 	}
+}
+
+// With the primary of view 0 faulty (and at most f faulty in all), following any
+// strategy, the view change replaces it when it stalls progress: safety holds and every
+// request completes after the heal.
+func TestSafetyAndLivenessWithFaultyPrimary(t *testing.T) {
+	for _, strategy := range Strategies {
+		t.Run(strategy, func(t *testing.T) {
+			t.Parallel()
+			o := DefaultOptions()
+			o.Strategy = strategy
+			o.FaultyPrimary = true
+			o.FastCrypto = true
+			sweep(t, o, seeds(*sweepSeeds*3/5))
+		})
+	}
+}
+
+// Seven replicas, two faulty, one of them the primary, strategies drawn per seed.
+func TestSafetyAndLivenessWithSevenReplicasFaultyPrimary(t *testing.T) {
+	o := DefaultOptions()
+	o.Replicas, o.Byzantine, o.FaultyPrimary = 7, 2, true
+	o.FastCrypto = true
+	sweep(t, o, seeds(*sweepSeeds/2))
 }
 
 // The same with seven replicas and two Byzantine backups drawing strategies per seed.
@@ -172,4 +196,32 @@ func TestFailingSeedReplaysExactly(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A silent or censoring primary is replaced by one view change on a clean network; a
+// slow primary, proposing just before the backups' timeout, is never replaced and cuts
+// throughput many times over (the Aardvark attack; PBFT has no defence against it).
+func TestSlowPrimaryStaysInOfficeWhileFaultyPrimariesAreReplaced(t *testing.T) {
+	run := func(strategy string, byz int) Summary {
+		o := DefaultOptions()
+		o.Strategy, o.Byzantine = strategy, byz
+		o.DropRate, o.DupRate, o.Partitions, o.HealTick = 0, 0, 0, 0
+		o.FastCrypto = true
+		return RunSeeds(o, 1, seeds(20), 0, nil)
+	}
+	correct := run("silent", 0)
+	for _, s := range []string{"silent-primary", "censor"} {
+		if got := run(s, 1); got.ViewChanges < got.Seeds || got.FirstFailingSeed != nil {
+			t.Errorf("%s: %d view changes in %d seeds, failures %v", s, got.ViewChanges, got.Seeds, got.Failures)
+		}
+	}
+	slow := run("slow-primary", 1)
+	if slow.ViewChanges != 0 || slow.FirstFailingSeed != nil {
+		t.Fatalf("slow primary: %d view changes, failures %v", slow.ViewChanges, slow.Failures)
+	}
+	if slow.CompletionTicks < 10*correct.CompletionTicks {
+		t.Fatalf("slow primary completed in %d ticks, a correct one in %d: no slowdown", slow.CompletionTicks, correct.CompletionTicks)
+	}
+	t.Logf("ticks to complete %d requests: correct primary %d, slow primary %d (%.1fx)",
+		DefaultOptions().Requests, correct.CompletionTicks, slow.CompletionTicks, float64(slow.CompletionTicks)/float64(correct.CompletionTicks))
 }
