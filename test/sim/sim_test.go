@@ -142,6 +142,8 @@ func TestLogStaysWithinWindow(t *testing.T) {
 	o := DefaultOptions()
 	o.FastCrypto = true
 	o.Requests = 400
+	// Twice the default workload: a slow primary (drawn by "all") needs twice the time.
+	o.LivenessTicks *= 2
 	for seed := uint64(1); seed <= uint64(seeds(5)); seed++ {
 		o.Seed = seed
 		r := Run(o)
