@@ -148,5 +148,6 @@ func (r *Replica) makeStable(sc *StableCheckpoint, state []byte) {
 		r.transfer = nil
 	}
 	r.rd.Stable = sc
+	r.applyDeferred()
 	r.maybePropose()
 }

@@ -474,3 +474,31 @@ func TestReplicaThatMissedStableCheckpointCatchesUpWhileClusterIsIdle(t *testing
 		t.Fatalf("replica 3 caught up without the certified state: installs %v", c.apps[3].installs)
 	}
 }
+
+// A state larger than one chunk arrives in chunks, at most a window of them asked at a
+// time, is assembled, checked against the certified digest as a whole, and installed.
+func TestStateTransfersInChunks(t *testing.T) {
+	c := newCluster(t, 4, func(cfg *Config) { cfg.StateChunkBytes = 32 })
+	c.submitAndRun(c.requests(4, 4, "early")...)
+	c.isolate(3)
+	c.submitAndRun(c.requests(16, 4, "mid")...)
+	chunks := (len(c.reps[0].stableState) + 31) / 32
+	if chunks < 3*stateWindow {
+		t.Fatalf("setup: the state is only %d chunks", chunks)
+	}
+	c.reconnect(3)
+	c.submit(0, c.request(1, "late"))
+	if !c.runUntil(100, func() bool { return c.allExecuted(21, c.all()...) }) {
+		t.Fatalf("lagging replica did not catch up through %d chunks:%s", chunks, c.debug())
+	}
+	if a3 := c.apps[3]; len(a3.installs) != 1 || a3.installs[0] != 20 || c.stateDigest(3) != c.stateDigest(0) {
+		t.Fatalf("replica 3 installed %v, state equal: %v", a3.installs, c.stateDigest(3) == c.stateDigest(0))
+	}
+	asked := map[uint32]int{}
+	for _, m := range c.sent(3, MsgStateRequest) {
+		asked[m.Chunk]++
+	}
+	if len(asked) != chunks {
+		t.Fatalf("replica 3 asked for %d distinct chunks, the state has %d", len(asked), chunks)
+	}
+}

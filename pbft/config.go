@@ -24,6 +24,8 @@ type Config struct {
 	ReplyWindow int
 	// RetransmitTicks is the period of retransmission to replicas that seem to lag.
 	RetransmitTicks int
+	// StateChunkBytes is the size of one chunk of checkpoint state in state transfer.
+	StateChunkBytes int
 	// ViewChangeTicks is the initial view-change timeout: how long a backup waits for a
 	// request it holds to execute (and, changing view, for the NEW-VIEW) before moving
 	// to the next view. It doubles while view changes make no progress.
@@ -45,6 +47,7 @@ func DefaultConfig(id ReplicaID, n int, s Signer) Config {
 		ReplyWindow:        64,
 		RetransmitTicks:    20,
 		ViewChangeTicks:    100,
+		StateChunkBytes:    1 << 20,
 		Signer:             s,
 	}
 }
@@ -74,6 +77,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("reply window: must be positive")
 	case c.RetransmitTicks <= 0:
 		return fmt.Errorf("retransmit ticks: must be positive")
+	case c.StateChunkBytes <= 0:
+		return fmt.Errorf("state chunk bytes: must be positive")
 	case c.ViewChangeTicks <= 0:
 		return fmt.Errorf("view change ticks: must be positive")
 	case c.Signer == nil:

@@ -52,6 +52,7 @@ type msgInfo struct {
 	View   uint64
 	Seq    uint64
 	Digest crypto.Digest // batch digest, or state digest of a checkpoint
+	Chunk  uint32        // state requests and responses
 }
 
 func infoOf(env *Envelope) msgInfo {
@@ -71,12 +72,12 @@ func infoOf(env *Envelope) msgInfo {
 	case MsgStateRequest:
 		var b StateRequest
 		if Unmarshal(env.Msg.Body, &b) == nil {
-			i.Seq = b.Seq
+			i.Seq, i.Chunk = b.Seq, b.Chunk
 		}
 	case MsgStateResponse:
 		var b StateResponse
 		if Unmarshal(env.Msg.Body, &b) == nil {
-			i.Seq = b.Seq
+			i.Seq, i.Chunk = b.Seq, b.Chunk
 		}
 	}
 	return i

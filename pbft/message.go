@@ -139,20 +139,25 @@ type NewView struct {
 	PrePrepares []Signed
 }
 
-// StateRequest asks a replica for the state at stable checkpoint Seq.
+// StateRequest asks a replica for chunk Chunk of its state at a stable checkpoint at
+// or beyond Seq.
 type StateRequest struct {
-	_   struct{} `cbor:",toarray"`
-	Seq uint64
-}
-
-// StateResponse carries the state at stable checkpoint Seq with the proof that Seq is
-// stable (2f+1 matching CHECKPOINTs). The receiver installs it only if its digest is
-// the certified one.
-type StateResponse struct {
 	_     struct{} `cbor:",toarray"`
 	Seq   uint64
-	Proof []Signed
-	State []byte // CBOR of CheckpointState
+	Chunk uint32
+}
+
+// StateResponse carries chunk Chunk of Chunks of the state at stable checkpoint Seq,
+// with the proof that Seq is stable (2f+1 matching CHECKPOINTs). The receiver installs
+// the assembled state only if its digest is the certified one. Chunks of 0 or 1 means
+// State is the whole state.
+type StateResponse struct {
+	_      struct{} `cbor:",toarray"`
+	Seq    uint64
+	Proof  []Signed
+	State  []byte // a chunk of the CBOR of CheckpointState
+	Chunk  uint32
+	Chunks uint32
 }
 
 // CheckpointState is everything a checkpoint covers: the application's snapshot and the

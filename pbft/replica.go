@@ -41,6 +41,9 @@ type Replica struct {
 	vcFor       map[uint64][]*storedVC
 	// peerView is, per replica, the highest view seen in a valid message from it.
 	peerView []uint64
+	// deferred holds the NEW-VIEW's pre-prepares beyond this replica's window, until a
+	// stable checkpoint brings them into it.
+	deferred map[uint64]*PrePrepareMsg
 
 	// h is the sequence number of the last stable checkpoint (the low watermark).
 	h      uint64
@@ -85,8 +88,10 @@ type Replica struct {
 
 	// lastHelp is the tick at which this replica last sent its stable proof to each peer.
 	lastHelp []uint64
-	// lastServed is the tick at which this replica last served its state to each peer.
-	lastServed []uint64
+	// lastServed and servedChunks budget the state chunks served to each peer per
+	// retransmit period.
+	lastServed   []uint64
+	servedChunks []int
 	// lastNewView and lastBatchServed rate-limit NEW-VIEW forwarding and batch replies.
 	lastNewView     []uint64
 	lastBatchServed []uint64
@@ -112,6 +117,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		ckpts:           make(map[uint64]*checkpointVotes),
 		lastHelp:        make([]uint64, cfg.N),
 		lastServed:      make([]uint64, cfg.N),
+		servedChunks:    make([]int, cfg.N),
 		active:          true,
 		vcTimeout:       uint64(cfg.ViewChangeTicks),
 		executing:       make(map[uint64][]*RequestMsg),
@@ -122,6 +128,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		viewChanges:     make([]*storedVC, cfg.N),
 		vcFor:           make(map[uint64][]*storedVC),
 		peerView:        make([]uint64, cfg.N),
+		deferred:        make(map[uint64]*PrePrepareMsg),
 		lastNewView:     make([]uint64, cfg.N),
 		lastBatchServed: make([]uint64, cfg.N),
 		seenAhead:       make([]uint64, cfg.N),

@@ -3,13 +3,28 @@ package pbft
 import "github.com/pbftkit/pbft/crypto"
 
 // stateTransfer is an ongoing fetch of the state at a stable checkpoint this replica
-// cannot reach by executing its log.
+// cannot reach by executing its log. The state comes in chunks from one peer at a time;
+// a peer that is slow or serves state not matching the certified digest is replaced by
+// the next signer of the proof, and the assembly starts over.
 type stateTransfer struct {
 	target *StableCheckpoint
 	peers  []ReplicaID // the proof's signers, the ones known to hold the state
 	next   int         // index into peers of the one to ask next
-	asked  uint64      // tick of the last request
+	asked  uint64      // tick of the last request or chunk received
+
+	peer      ReplicaID // the peer chunks are assembled from
+	seq       uint64    // the checkpoint being assembled (0: none yet)
+	chunks    [][]byte
+	got       int
+	requested int // chunks asked for so far, in order
 }
+
+// stateWindow is how many chunks a replica fetches at once; maxStateChunks bounds how
+// many chunks a state may claim to have.
+const (
+	stateWindow    = 4
+	maxStateChunks = 1 << 16
+)
 
 // installWait is a verified checkpoint state waiting for batches still executing.
 type installWait struct {
@@ -42,18 +57,49 @@ func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
 	r.askState()
 }
 
+// askState starts the assembly over with the next peer.
 func (r *Replica) askState() {
 	t := r.transfer
-	peer := t.peers[t.next%len(t.peers)]
+	t.peer = t.peers[t.next%len(t.peers)]
 	t.next++
 	t.asked = r.ticks
-	r.sendTo(peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
+	t.seq, t.chunks, t.got, t.requested = 0, nil, 0, 0
+	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
 }
 
+// askChunks keeps up to stateWindow chunks in flight from the current peer.
+func (r *Replica) askChunks() {
+	t := r.transfer
+	for t.requested < len(t.chunks) && t.requested-t.got < stateWindow {
+		r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.seq, Chunk: uint32(t.requested)})})
+		t.requested++
+	}
+}
+
+// tickStateTransfer re-asks a quiet peer for the chunks still missing (requests and
+// answers get lost; a peer serves a budget of chunks per period), and gives up on it for
+// the next signer of the proof after three quiet periods.
 func (r *Replica) tickStateTransfer() {
-	if t := r.transfer; t != nil && r.ticks-t.asked >= uint64(r.cfg.RetransmitTicks) {
-		// No usable answer in time: ask the next signer of the proof.
+	t := r.transfer
+	if t == nil {
+		return
+	}
+	idle, period := r.ticks-t.asked, uint64(r.cfg.RetransmitTicks)
+	switch {
+	case idle >= 3*period:
 		r.askState()
+	case idle > 0 && idle%period == 0:
+		if t.seq == 0 {
+			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
+			return
+		}
+		sent := 0
+		for i := 0; i < t.requested && sent < stateWindow; i++ {
+			if t.chunks[i] == nil {
+				r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.seq, Chunk: uint32(i)})})
+				sent++
+			}
+		}
 	}
 }
 
@@ -115,11 +161,23 @@ func (r *Replica) onStateRequest(m *StateRequestMsg) {
 	if r.stable == nil || r.stableState == nil || m.StateRequest.Seq > r.h || from == r.id {
 		return
 	}
-	if r.lastServed[from] != 0 && r.ticks+1-r.lastServed[from] < uint64(r.cfg.RetransmitTicks) {
+	size := r.cfg.StateChunkBytes
+	chunks := max(1, (len(r.stableState)+size-1)/size)
+	c := int(m.StateRequest.Chunk)
+	if c >= chunks {
 		return
 	}
-	r.lastServed[from] = r.ticks + 1
-	resp := StateResponse{Seq: r.h, Proof: r.stable.Proof, State: r.stableState}
+	// A budget of chunks per peer per retransmit period: serving state is the most
+	// expensive thing a replica does for others.
+	if r.ticks >= r.lastServed[from]+uint64(r.cfg.RetransmitTicks) {
+		r.lastServed[from], r.servedChunks[from] = r.ticks, 0
+	}
+	if r.servedChunks[from] >= 2*stateWindow {
+		return
+	}
+	r.servedChunks[from]++
+	resp := StateResponse{Seq: r.h, Proof: r.stable.Proof, Chunk: uint32(c), Chunks: uint32(chunks),
+		State: r.stableState[c*size : min(len(r.stableState), (c+1)*size)]}
 	r.sendTo(from, &Envelope{Msg: r.sign(MsgStateResponse, resp)})
 }
 
@@ -151,8 +209,12 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 		}
 		return
 	}
+	state, done := r.assemble(m, sc)
+	if !done {
+		return
+	}
 	var cs CheckpointState
-	if err := unmarshalCanonical(resp.State, &cs); err != nil {
+	if err := unmarshalCanonical(state, &cs); err != nil {
 		r.drop(m, "state response with malformed state")
 		r.retryTransfer(sc)
 		return
@@ -171,10 +233,64 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 	if r.transfer != nil && r.transfer.target.Seq <= resp.Seq {
 		r.transfer = nil
 	}
-	r.pendingInstall = &installWait{sc: sc, state: resp.State, app: cs.App, table: table}
+	r.pendingInstall = &installWait{sc: sc, state: state, app: cs.App, table: table}
 	if r.executed == r.emitted {
 		r.finishInstall()
 	}
+}
+
+// assemble adds one chunk of certified checkpoint sc to the transfer and returns the
+// whole state once every chunk is in. A single-chunk response is the whole state.
+func (r *Replica) assemble(m *StateResponseMsg, sc *StableCheckpoint) ([]byte, bool) {
+	resp := &m.StateResponse
+	if resp.Chunks <= 1 {
+		return resp.State, resp.Chunk == 0
+	}
+	from := ReplicaID(m.Signed.From)
+	if resp.Chunk >= resp.Chunks || resp.Chunks > maxStateChunks || len(resp.State) > r.cfg.StateChunkBytes {
+		r.drop(m, "state response with an impossible chunk")
+		return nil, false
+	}
+	if r.transfer == nil {
+		r.startStateTransfer(sc)
+		if r.transfer == nil {
+			return nil, false
+		}
+	}
+	t := r.transfer
+	switch {
+	case from != t.peer:
+		return nil, false // only the peer being asked; others are late answers
+	case t.seq == 0 || resp.Seq > t.seq:
+		// The first chunk, or the peer moved to a later checkpoint: assemble that one.
+		t.seq, t.chunks, t.got, t.requested = resp.Seq, make([][]byte, resp.Chunks), 0, 1
+		if resp.Seq > t.target.Seq {
+			t.target = sc
+		}
+	case resp.Seq < t.seq || int(resp.Chunks) != len(t.chunks):
+		return nil, false
+	}
+	if t.chunks[resp.Chunk] == nil {
+		t.chunks[resp.Chunk] = resp.State
+		if t.chunks[resp.Chunk] == nil {
+			t.chunks[resp.Chunk] = []byte{}
+		}
+		t.got++
+		t.asked = r.ticks
+	}
+	if t.got < len(t.chunks) {
+		r.askChunks()
+		return nil, false
+	}
+	size := 0
+	for _, c := range t.chunks {
+		size += len(c)
+	}
+	state := make([]byte, 0, size)
+	for _, c := range t.chunks {
+		state = append(state, c...)
+	}
+	return state, true
 }
 
 // retryTransfer asks the next peer at once after a bad answer.

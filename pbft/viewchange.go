@@ -490,20 +490,20 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 	for _, c := range plan.minProof {
 		r.onCheckpoint(c)
 	}
-	primary := r.isPrimary()
+	clear(r.deferred)
 	for _, pp := range pps {
-		n := pp.PrePrepare.Seq
-		if !r.inWindow(n) {
-			continue // below our stable checkpoint, or beyond a window we will reach by state transfer
+		switch n := pp.PrePrepare.Seq; {
+		case n <= r.h:
+			// Below our stable checkpoint: done.
+		case !r.inWindow(n):
+			// Beyond our window (we are still to fetch the checkpoint it starts from):
+			// kept until a stable checkpoint moves the window over it.
+			r.deferred[n] = pp
+		default:
+			r.acceptNewViewPrePrepare(pp)
 		}
-		e := r.getEntry(n)
-		e.pp, e.digest = pp, pp.PrePrepare.Digest
-		r.attachBatch(e)
-		if !primary {
-			r.prepareEntry(e)
-		}
-		r.check(e)
 	}
+	primary := r.isPrimary()
 	// Proposals of earlier views that did not make it into this one are gone: their
 	// requests may be proposed again.
 	clear(r.inflight)
@@ -536,6 +536,38 @@ func (r *Replica) notePeerView(from ReplicaID, v uint64) {
 	r.peerView[from] = max(r.peerView[from], v)
 	if v < r.view && r.active {
 		r.sendNewView(from)
+	}
+}
+
+// acceptNewViewPrePrepare enters a pre-prepare of the NEW-VIEW into the log, fetching its
+// batch if need be, and (at a backup) prepares it.
+func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
+	e := r.getEntry(pp.PrePrepare.Seq)
+	e.pp, e.digest = pp, pp.PrePrepare.Digest
+	r.attachBatch(e)
+	if !r.isPrimary() {
+		r.prepareEntry(e)
+	}
+	r.check(e)
+}
+
+// applyDeferred enters the NEW-VIEW pre-prepares the window now covers.
+func (r *Replica) applyDeferred() {
+	if !r.active {
+		return
+	}
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow && len(r.deferred) > 0; n++ {
+		if pp := r.deferred[n]; pp != nil {
+			delete(r.deferred, n)
+			if pp.PrePrepare.View == r.view {
+				r.acceptNewViewPrePrepare(pp)
+			}
+		}
+	}
+	for n := range r.deferred {
+		if n <= r.h {
+			delete(r.deferred, n)
+		}
 	}
 }
 

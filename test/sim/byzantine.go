@@ -232,26 +232,31 @@ func (b *byzantine) emit(out pbft.Outbound) {
 	b.w.sendOut(b.id, out)
 }
 
-// tamperState serves a state response with the real 2f+1 proof but altered state: the
-// application snapshot or the client table changed. A correct replica must notice the
-// digest does not match and ask another peer.
+// tamperState serves a state response with the real 2f+1 proof but altered state: in a
+// whole state, the application snapshot or the client table changed; in a chunk, one
+// bit flipped. A correct replica must notice the digest does not match and ask another
+// peer.
 func (b *byzantine) tamperState(out pbft.Outbound) {
 	var resp pbft.StateResponse
-	var cs pbft.CheckpointState
-	if decodeBody(out.Env.Msg.Body, &resp) != nil || decodeBody(resp.State, &cs) != nil {
+	if decodeBody(out.Env.Msg.Body, &resp) != nil {
 		return
 	}
+	var cs pbft.CheckpointState
 	switch {
-	case b.rng.IntN(2) == 0 && len(cs.Clients) > 0:
-		c := &cs.Clients[b.rng.IntN(len(cs.Clients))]
-		c.Low++ // forget a timestamp: would let a request execute twice
-	case len(cs.App) > 0:
-		cs.App = append([]byte(nil), cs.App...)
-		cs.App[b.rng.IntN(len(cs.App))] ^= 1
-	default:
-		cs.App = []byte{0}
+	case resp.Chunks <= 1 && decodeBody(resp.State, &cs) == nil:
+		if b.rng.IntN(2) == 0 && len(cs.Clients) > 0 {
+			cs.Clients[b.rng.IntN(len(cs.Clients))].Low++ // forget a timestamp: a request could run twice
+		} else if len(cs.App) > 0 {
+			cs.App = append([]byte(nil), cs.App...)
+			cs.App[b.rng.IntN(len(cs.App))] ^= 1
+		} else {
+			cs.App = []byte{0}
+		}
+		resp.State = pbft.Marshal(cs)
+	case len(resp.State) > 0:
+		resp.State = append([]byte(nil), resp.State...)
+		resp.State[b.rng.IntN(len(resp.State))] ^= 1 << b.rng.IntN(8)
 	}
-	resp.State = pbft.Marshal(cs)
 	out.Env = &pbft.Envelope{Msg: pbft.Sign(b.signer, pbft.MsgStateResponse, uint32(b.id), resp)}
 	b.w.sendOut(b.id, out)
 }

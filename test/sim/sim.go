@@ -399,6 +399,8 @@ func (w *world) replicaConfig(i int) pbft.Config {
 	cfg.MaxInFlightBatches = w.opts.MaxInFlight
 	cfg.RetransmitTicks = 10
 	cfg.ViewChangeTicks = w.opts.ViewChangeTicks
+	// Small chunks, so a state transfer takes several (the app state is a few KiB).
+	cfg.StateChunkBytes = 256
 	return cfg
 }
 
