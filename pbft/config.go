@@ -24,8 +24,10 @@ type Config struct {
 	ReplyWindow int
 	// RetransmitTicks is the period of retransmission to replicas that seem to lag.
 	RetransmitTicks int
-	// StateChunkBytes is the size of one chunk of checkpoint state in state transfer.
+	// StateChunkBytes is the size of one chunk of checkpoint state in state transfer;
+	// MaxStateBytes bounds a whole checkpoint state a replica accepts from a peer.
 	StateChunkBytes int
+	MaxStateBytes   int
 	// ViewChangeTicks is the initial view-change timeout: how long a backup waits for a
 	// request it holds to execute (and, changing view, for the NEW-VIEW) before moving
 	// to the next view. It doubles while view changes make no progress.
@@ -48,6 +50,7 @@ func DefaultConfig(id ReplicaID, n int, s Signer) Config {
 		RetransmitTicks:    20,
 		ViewChangeTicks:    100,
 		StateChunkBytes:    1 << 20,
+		MaxStateBytes:      1 << 30,
 		Signer:             s,
 	}
 }
@@ -79,6 +82,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("retransmit ticks: must be positive")
 	case c.StateChunkBytes <= 0:
 		return fmt.Errorf("state chunk bytes: must be positive")
+	case c.MaxStateBytes < c.StateChunkBytes:
+		return fmt.Errorf("max state bytes: %d is less than one chunk (%d)", c.MaxStateBytes, c.StateChunkBytes)
 	case c.ViewChangeTicks <= 0:
 		return fmt.Errorf("view change ticks: must be positive")
 	case c.Signer == nil:

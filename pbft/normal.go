@@ -81,6 +81,10 @@ func (r *Replica) maybePropose() {
 
 func (r *Replica) propose(batch []*RequestMsg) {
 	r.nextSeq++
+	for e := r.log[r.nextSeq]; e != nil && e.view == r.view && e.pp != nil; e = r.log[r.nextSeq] {
+		// Never a second pre-prepare for a (view, seq): step over one already there.
+		r.nextSeq++
+	}
 	digests := make([]crypto.Digest, len(batch))
 	for i, m := range batch {
 		digests[i] = m.Digest

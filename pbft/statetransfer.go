@@ -71,7 +71,9 @@ func (r *Replica) askState() {
 func (r *Replica) askChunks() {
 	t := r.transfer
 	for t.requested < len(t.chunks) && t.requested-t.got < stateWindow {
-		r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.seq, Chunk: uint32(t.requested)})})
+		if t.chunks[t.requested] == nil {
+			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.seq, Chunk: uint32(t.requested)})})
+		}
 		t.requested++
 	}
 }
@@ -247,7 +249,8 @@ func (r *Replica) assemble(m *StateResponseMsg, sc *StableCheckpoint) ([]byte, b
 		return resp.State, resp.Chunk == 0
 	}
 	from := ReplicaID(m.Signed.From)
-	if resp.Chunk >= resp.Chunks || resp.Chunks > maxStateChunks || len(resp.State) > r.cfg.StateChunkBytes {
+	maxChunks := min(maxStateChunks, (r.cfg.MaxStateBytes+r.cfg.StateChunkBytes-1)/r.cfg.StateChunkBytes)
+	if resp.Chunk >= resp.Chunks || int(resp.Chunks) > maxChunks || len(resp.State) > r.cfg.StateChunkBytes {
 		r.drop(m, "state response with an impossible chunk")
 		return nil, false
 	}
@@ -263,7 +266,7 @@ func (r *Replica) assemble(m *StateResponseMsg, sc *StableCheckpoint) ([]byte, b
 		return nil, false // only the peer being asked; others are late answers
 	case t.seq == 0 || resp.Seq > t.seq:
 		// The first chunk, or the peer moved to a later checkpoint: assemble that one.
-		t.seq, t.chunks, t.got, t.requested = resp.Seq, make([][]byte, resp.Chunks), 0, 1
+		t.seq, t.chunks, t.got, t.requested = resp.Seq, make([][]byte, resp.Chunks), 0, 0
 		if resp.Seq > t.target.Seq {
 			t.target = sc
 		}

@@ -1,6 +1,7 @@
 package pbft
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/pbftkit/pbft/crypto"
@@ -76,9 +77,11 @@ func (r *Replica) tickViewChange() {
 			return
 		}
 	}
-	if !r.active {
-		r.vcTimeout = min(2*r.vcTimeout, maxViewChangeTimeout*uint64(r.cfg.ViewChangeTicks))
-	}
+	// Each view change the timer forces without progress in between waits twice as
+	// long for the next (PBFT §4.5.2): only an execution resets it (progressed). A
+	// new view whose NEW-VIEW arrives but whose requests still cannot execute in time
+	// counts too, or a slow but synchronous network would change views forever.
+	r.vcTimeout = min(2*r.vcTimeout, maxViewChangeTimeout*uint64(r.cfg.ViewChangeTicks))
 	r.startViewChange(r.view + 1)
 }
 
@@ -156,7 +159,9 @@ func (r *Replica) waitingInOrder() []*RequestMsg {
 		case a.Request.Timestamp > b.Request.Timestamp:
 			return 1
 		}
-		return 0
+		// One client, one timestamp, two operations (a faulty client): by digest, so
+		// the order never depends on map iteration.
+		return bytes.Compare(a.Digest[:], b.Digest[:])
 	})
 	return out
 }
@@ -472,7 +477,6 @@ func (r *Replica) onNewView(m *NewViewMsg) {
 // enterView starts normal operation in r.view from a NEW-VIEW: the checkpoint it starts
 // from, then a pre-prepare (and, at a backup, a prepare) for every seq it re-proposes.
 func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMsg) {
-	r.active = true
 	r.newView = nv
 	r.stopTimer()
 	for n, e := range r.log {
@@ -486,11 +490,21 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 		}
 	}
 	r.pruneViewChanges()
-	// The checkpoint the new view starts from: make it stable here too, or fetch it.
-	for _, c := range plan.minProof {
-		r.onCheckpoint(c)
-	}
+	primary := r.isPrimary()
+	// Proposals of earlier views that did not make it into this one are gone: their
+	// requests may be proposed again (those the NEW-VIEW re-proposes are marked again
+	// as their pre-prepares enter the log).
+	clear(r.inflight)
 	clear(r.deferred)
+	if primary {
+		// Continue right after max-s, and set it before anything below can propose:
+		// numbers this replica used in an earlier term of its own may not have
+		// prepared, and a seq the NEW-VIEW fills must never get a second pre-prepare.
+		r.nextSeq = max(plan.maxS, r.h)
+	}
+	r.active = true
+	// The NEW-VIEW's pre-prepares first, then the checkpoint it starts from (which may
+	// move the window, and let the primary propose).
 	for _, pp := range pps {
 		switch n := pp.PrePrepare.Seq; {
 		case n <= r.h:
@@ -503,14 +517,10 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			r.acceptNewViewPrePrepare(pp)
 		}
 	}
-	primary := r.isPrimary()
-	// Proposals of earlier views that did not make it into this one are gone: their
-	// requests may be proposed again.
-	clear(r.inflight)
+	for _, c := range plan.minProof {
+		r.onCheckpoint(c)
+	}
 	if primary {
-		// Continue right after max-s: numbers this replica used in an earlier term of
-		// its own may not have prepared, and a gap would block execution.
-		r.nextSeq = max(plan.maxS, r.h)
 		// A new primary proposes what its clients have been waiting for.
 		for _, m := range r.waitingInOrder() {
 			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st == reqNew && !r.pendingSet[m.Digest] && !r.inflight[m.Digest] {
@@ -520,6 +530,12 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			}
 		}
 		r.maybePropose()
+	} else {
+		// Backups hand the new primary the requests they wait for (PBFT §4.4: requests
+		// in flight at a view change are not lost).
+		for _, m := range r.waitingInOrder() {
+			r.sendTo(r.q.Primary(r.view), &Envelope{Msg: m.Signed})
+		}
 	}
 	if len(r.waiting) > 0 {
 		r.startTimer()
@@ -542,9 +558,15 @@ func (r *Replica) notePeerView(from ReplicaID, v uint64) {
 // acceptNewViewPrePrepare enters a pre-prepare of the NEW-VIEW into the log, fetching its
 // batch if need be, and (at a backup) prepares it.
 func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
-	e := r.getEntry(pp.PrePrepare.Seq)
+	// A fresh entry: the NEW-VIEW's pre-prepare is the first of its view at this seq.
+	n := pp.PrePrepare.Seq
+	e := &entry{seq: n, view: r.view, prepares: make([]vote, r.cfg.N), commits: make([]vote, r.cfg.N)}
+	r.log[n] = e
 	e.pp, e.digest = pp, pp.PrePrepare.Digest
 	r.attachBatch(e)
+	for _, m := range e.batch {
+		r.inflight[m.Digest] = true
+	}
 	if !r.isPrimary() {
 		r.prepareEntry(e)
 	}

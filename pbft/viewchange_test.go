@@ -591,6 +591,8 @@ func TestReplicaNeverMovesBackwardsInViews(t *testing.T) {
 
 // ---- timeouts ----
 
+// Each view change the timer forces without an execution in between doubles the
+// timeout; an execution brings it back to T (PBFT TOCS §4.5.2).
 func TestViewChangeTimeoutDoublesWithoutProgressAndResetsOnExecution(t *testing.T) {
 	const T = 8
 	// n = 7 (f = 2): replica 6 is a backup in views 0..5. It is cut off; the test plays the
@@ -618,7 +620,8 @@ func TestViewChangeTimeoutDoublesWithoutProgressAndResetsOnExecution(t *testing.
 		}
 	}
 	// T until the request is suspect, then T, 2T, 4T waiting for the NEW-VIEWs of views 1..3.
-	if want := []int{T, T, 2 * T, 4 * T}; fmt.Sprint(gaps) != fmt.Sprint(want) {
+	// T for the request, then each view change the timer forces waits twice as long.
+	if want := []int{T, 2 * T, 4 * T, 8 * T}; fmt.Sprint(gaps) != fmt.Sprint(want) {
 		t.Fatalf("ticks between view changes %v, want %v", gaps, want)
 	}
 	// View 4 starts (primary 4) and the request executes in it: progress.
