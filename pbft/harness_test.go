@@ -284,11 +284,6 @@ func (c *tCluster) release(pred func(tMsg) bool) {
 	c.held = keep
 }
 
-// discard removes the queued frames that pred accepts.
-func (c *tCluster) discard(pred func(tMsg) bool) {
-	c.queue = slices.DeleteFunc(c.queue, pred)
-}
-
 // deliver hands one frame to its receiver exactly as a runtime would.
 func (c *tCluster) deliver(m tMsg) {
 	c.t.Helper()
@@ -656,7 +651,7 @@ func (c *tCluster) requireExactlyOnce() {
 func (c *tCluster) debug() string {
 	var b strings.Builder
 	for i, r := range c.reps {
-		fmt.Fprintf(&b, "\nreplica %d: %+v %s", i, r.Status(), r.Debug())
+		fmt.Fprintf(&b, "\nreplica %d: %+v %s", i, r.Status(), r.debugString())
 	}
 	return b.String()
 }
@@ -720,4 +715,15 @@ func (c *tCluster) completed(req *Envelope) bool {
 		}
 	}
 	return false
+}
+
+// debugString describes a replica's log for test failure messages.
+func (r *Replica) debugString() string {
+	s := fmt.Sprintf("h=%d next=%d emitted=%d executed=%d pending=%d inflight=%d transfer=%v install=%v;", r.h, r.nextSeq, r.emitted, r.executed, len(r.pending), len(r.inflight), r.transfer != nil, r.pendingInstall != nil)
+	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
+		if e := r.log[n]; e != nil {
+			s += fmt.Sprintf(" [n=%d v=%d pp=%v p=%d c=%d prep=%v com=%v]", n, e.view, e.pp != nil, countMatching(e.prepares, e.digest), countMatching(e.commits, e.digest), e.prepared, e.committed)
+		}
+	}
+	return s
 }

@@ -24,9 +24,6 @@ type entry struct {
 	prepares []vote // by sender
 	commits  []vote // by sender
 
-	myPrepare *Signed
-	myCommit  *Signed
-
 	prepared  bool
 	committed bool
 

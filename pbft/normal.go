@@ -150,7 +150,6 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 func (r *Replica) prepareEntry(e *entry) {
 	p := Prepare{View: e.view, Seq: e.seq, Digest: e.digest}
 	s := r.sign(MsgPrepare, p)
-	e.myPrepare = &s
 	e.prepares[r.id] = vote{has: true, digest: e.digest, msg: s}
 	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
 	r.broadcast(s)
@@ -217,7 +216,6 @@ func (r *Replica) check(e *entry) {
 		r.recordPrepared(e)
 		c := Commit{View: e.view, Seq: e.seq, Digest: e.digest}
 		s := r.sign(MsgCommit, c)
-		e.myCommit = &s
 		e.commits[r.id] = vote{has: true, digest: e.digest, msg: s}
 		r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
 		r.broadcast(s)
@@ -330,11 +328,11 @@ func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
 	if primary {
 		r.sendTo(to, e.envelope())
 	}
-	if e.myPrepare != nil {
-		r.sendTo(to, &Envelope{Msg: *e.myPrepare})
+	if v := &e.prepares[r.id]; v.has {
+		r.sendTo(to, &Envelope{Msg: v.msg})
 	}
-	if e.myCommit != nil {
-		r.sendTo(to, &Envelope{Msg: *e.myCommit})
+	if v := &e.commits[r.id]; v.has {
+		r.sendTo(to, &Envelope{Msg: v.msg})
 	}
 }
 

@@ -259,14 +259,3 @@ func (r *Replica) Executed(ex Executed) error {
 	r.maybePropose()
 	return nil
 }
-
-// Debug describes the log for diagnostics.
-func (r *Replica) Debug() string {
-	s := fmt.Sprintf("h=%d next=%d emitted=%d executed=%d pending=%d inflight=%d transfer=%v install=%v;", r.h, r.nextSeq, r.emitted, r.executed, len(r.pending), len(r.inflight), r.transfer != nil, r.pendingInstall != nil)
-	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
-		if e := r.log[n]; e != nil {
-			s += fmt.Sprintf(" [n=%d v=%d pp=%v p=%d c=%d prep=%v com=%v]", n, e.view, e.pp != nil, countMatching(e.prepares, e.digest), countMatching(e.commits, e.digest), e.prepared, e.committed)
-		}
-	}
-	return s
-}

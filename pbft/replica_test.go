@@ -273,7 +273,7 @@ func TestBatchesExecuteInSequenceOrder(t *testing.T) {
 	for i := range c.n {
 		e := c.reps[i].log[2]
 		if e == nil || !e.committed {
-			t.Fatalf("replica %d: n=2 not committed-local after all its messages: %s", i, c.reps[i].Debug())
+			t.Fatalf("replica %d: n=2 not committed-local after all its messages: %s", i, c.reps[i].debugString())
 		}
 		if len(c.apps[i].batches) != 0 {
 			t.Fatalf("replica %d executed %v before n=1 committed", i, c.apps[i].batches)

@@ -35,11 +35,19 @@ type installWait struct {
 }
 
 func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
+	if r.newStateTransfer(sc) {
+		r.askState()
+	}
+}
+
+// newStateTransfer sets up a transfer towards sc unless one at least as far is under
+// way; it reports whether it did.
+func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	if r.transfer != nil && r.transfer.target.Seq >= sc.Seq {
-		return
+		return false
 	}
 	if r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq {
-		return
+		return false
 	}
 	t := &stateTransfer{target: sc}
 	for _, s := range sc.Proof {
@@ -48,13 +56,13 @@ func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
 		}
 	}
 	if len(t.peers) == 0 {
-		return
+		return false
 	}
 	// Start with a different peer on each replica so that one faulty signer is not
 	// asked by everybody first.
 	t.next = int(r.id) % len(t.peers)
 	r.transfer = t
-	r.askState()
+	return true
 }
 
 // askState starts the assembly over with the next peer.
@@ -255,10 +263,11 @@ func (r *Replica) assemble(m *StateResponseMsg, sc *StableCheckpoint) ([]byte, b
 		return nil, false
 	}
 	if r.transfer == nil {
-		r.startStateTransfer(sc)
-		if r.transfer == nil {
+		// An answer to a stalled replica's probe: assemble from the peer that answered.
+		if !r.newStateTransfer(sc) {
 			return nil, false
 		}
+		r.transfer.peer, r.transfer.asked = from, r.ticks
 	}
 	t := r.transfer
 	switch {

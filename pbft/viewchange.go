@@ -92,7 +92,6 @@ const maxViewChangeTimeout = 64
 // and the timer restarts for the requests still waiting (PBFT §4.4).
 func (r *Replica) progressed() {
 	r.vcTimeout = uint64(r.cfg.ViewChangeTicks)
-	r.forgetDecided()
 	if !r.active {
 		return
 	}

@@ -31,9 +31,9 @@ func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
 //     the backups and commits each; as backup, votes for every version it sees and
 //     sends conflicting votes (another digest) to half of the replicas.
 //
-// All but silent and bad-signature also answer clients with one shared forged result,
-// and those that run the protocol serve state transfers with a valid proof but tampered
-// state.
+// All but silent, silent-primary and bad-signature also answer clients with one shared
+// forged result, and those that run the protocol serve state transfers with a valid
+// proof but tampered state.
 type byzantine struct {
 	w        *world
 	id       int

@@ -137,20 +137,17 @@ func memoKey(client bool, id uint32, t pbft.MsgType, body, sig []byte) crypto.Di
 }
 
 func (m *memoRing) VerifyReplica(id pbft.ReplicaID, t pbft.MsgType, body, sig []byte) bool {
-	k := memoKey(false, uint32(id), t, body, sig)
-	ok, seen := m.memo[k]
-	if !seen {
-		ok = m.ring.VerifyReplica(id, t, body, sig)
-		m.memo[k] = ok
-	}
-	return ok
+	return m.check(memoKey(false, uint32(id), t, body, sig), func() bool { return m.ring.VerifyReplica(id, t, body, sig) })
 }
 
 func (m *memoRing) VerifyClient(id pbft.ClientID, t pbft.MsgType, body, sig []byte) bool {
-	k := memoKey(true, uint32(id), t, body, sig)
+	return m.check(memoKey(true, uint32(id), t, body, sig), func() bool { return m.ring.VerifyClient(id, t, body, sig) })
+}
+
+func (m *memoRing) check(k crypto.Digest, verify func() bool) bool {
 	ok, seen := m.memo[k]
 	if !seen {
-		ok = m.ring.VerifyClient(id, t, body, sig)
+		ok = verify()
 		m.memo[k] = ok
 	}
 	return ok
