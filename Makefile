@@ -20,7 +20,7 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 sweep:
-	$(GO) test -count=1 -run 'TestSafetyAndLiveness' ./test/sim/ -sweep-seeds=$(SWEEP_SEEDS) -v 2>&1 | \
+	$(GO) test -count=1 -timeout 20m -run 'TestSafetyAndLiveness' ./test/sim/ -sweep-seeds=$(SWEEP_SEEDS) -v 2>&1 | \
 		grep -E '^(=== RUN|--- |ok|FAIL|PASS)|seeds/s|failed' ; exit $${PIPESTATUS[0]}
 
 build:

@@ -383,29 +383,38 @@ func (v *Verifier) openViewChange(vc *ViewChangeMsg) error {
 	}
 	vc.Certs = make([]*PreparedCertMsg, len(b.Prepared))
 	for i := range b.Prepared {
-		c := &b.Prepared[i]
-		if c.PrePrepare.Type != MsgPrePrepare {
-			return malformed("prepared certificate %d has a %s", i, c.PrePrepare.Type)
-		}
-		pp, err := v.open(&c.PrePrepare)
+		cert, err := v.openPreparedCert(&b.Prepared[i])
 		if err != nil {
-			return err
-		}
-		if len(c.Prepares) > v.Limits.MaxReplicas {
-			return malformed("prepared certificate %d has %d prepares", i, len(c.Prepares))
-		}
-		cert := &PreparedCertMsg{PrePrepare: pp.(*PrePrepareMsg), Prepares: make([]*PrepareMsg, len(c.Prepares))}
-		for j := range c.Prepares {
-			if c.Prepares[j].Type != MsgPrepare {
-				return malformed("prepared certificate %d entry %d is a %s", i, j, c.Prepares[j].Type)
-			}
-			p, err := v.open(&c.Prepares[j])
-			if err != nil {
-				return err
-			}
-			cert.Prepares[j] = p.(*PrepareMsg)
+			return fmt.Errorf("prepared certificate %d: %w", i, err)
 		}
 		vc.Certs[i] = cert
 	}
 	return nil
+}
+
+// openPreparedCert verifies the signatures of a prepared certificate and keeps its typed
+// form; whether it proves anything (2f matching prepares) is the core's rule to check.
+func (v *Verifier) openPreparedCert(c *PreparedCert) (*PreparedCertMsg, error) {
+	if c.PrePrepare.Type != MsgPrePrepare {
+		return nil, malformed("prepared certificate has a %s", c.PrePrepare.Type)
+	}
+	pp, err := v.open(&c.PrePrepare)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Prepares) > v.Limits.MaxReplicas {
+		return nil, malformed("prepared certificate has %d prepares", len(c.Prepares))
+	}
+	cert := &PreparedCertMsg{PrePrepare: pp.(*PrePrepareMsg), Prepares: make([]*PrepareMsg, len(c.Prepares))}
+	for j := range c.Prepares {
+		if c.Prepares[j].Type != MsgPrepare {
+			return nil, malformed("prepared certificate entry %d is a %s", j, c.Prepares[j].Type)
+		}
+		p, err := v.open(&c.Prepares[j])
+		if err != nil {
+			return nil, err
+		}
+		cert.Prepares[j] = p.(*PrepareMsg)
+	}
+	return cert, nil
 }

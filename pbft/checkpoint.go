@@ -30,7 +30,7 @@ func (r *Replica) takeCheckpoint(n uint64, snapshot []byte) {
 	cv.own, cv.ownDigest = &s, d
 	cv.ownState = Marshal(CheckpointState{App: snapshot, Clients: recs})
 	cv.votes[r.id] = &CheckpointMsg{Signed: s, Checkpoint: Checkpoint{Seq: n, State: d}}
-	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+	r.persistMsg(&Envelope{Msg: s}, r.view, n)
 	r.broadcast(s)
 	r.checkStable(n)
 }
@@ -134,6 +134,7 @@ func (r *Replica) makeStable(sc *StableCheckpoint, state []byte) {
 	r.h = sc.Seq
 	r.stable = sc
 	r.stableState = state
+	r.rd.Persist = append(r.rd.Persist, Record{Kind: RecordStable, Seq: sc.Seq, Proof: sc.Proof, State: state})
 	r.gcLog(sc.Seq)
 	r.gcViewChange(sc.Seq)
 	for n := range r.ckpts {

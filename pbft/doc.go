@@ -39,4 +39,9 @@
 // Messages reach Step only after Verifier.Open accepted them: signature checks are pure
 // and parallel, so a runtime may run them on a worker pool; the core then enforces the
 // protocol rules (views, watermarks, quorums of distinct senders, digests).
+//
+// A replica that crashed comes back from its records: a new Replica, then Restore with
+// every Record it persisted (CompactRecords, run after each stable checkpoint, keeps
+// that list bounded), then the same loop. Its first Ready carries the checkpoint state
+// to load into the application.
 package pbft

@@ -179,7 +179,10 @@ type tCluster struct {
 	drops       [][]Drop
 	stables     [][]*StableCheckpoint
 	persisted   []map[string]bool
-	unpersisted []string // own votes sent before they were persisted
+	records     [][]Record // what each replica asked to persist: its disk, compacted at each stable checkpoint
+	allRecords  [][]Record // the same, never compacted
+	down        []bool     // crashed replicas: no ticks, no frames, records kept
+	unpersisted []string   // own votes sent before they were persisted
 	maxLog      []int
 	maxCkpts    []int
 	delivered   int
@@ -217,6 +220,9 @@ func newCluster(t testing.TB, n int, opts ...func(*Config)) *tCluster {
 		drops:       make([][]Drop, n),
 		stables:     make([][]*StableCheckpoint, n),
 		persisted:   make([]map[string]bool, n),
+		records:     make([][]Record, n),
+		allRecords:  make([][]Record, n),
+		down:        make([]bool, n),
 		maxLog:      make([]int, n),
 		maxCkpts:    make([]int, n),
 	}
@@ -335,6 +341,9 @@ func (c *tCluster) runWhere(pred func(tMsg) bool) {
 // tick advances the logical clock of the given replicas by one tick.
 func (c *tCluster) tick(ids ...int) {
 	for _, i := range ids {
+		if c.down[i] {
+			continue
+		}
 		c.reps[i].Tick()
 		c.process(i)
 	}
@@ -366,6 +375,29 @@ func (c *tCluster) runUntil(maxRounds int, cond func() bool) bool {
 	return cond()
 }
 
+// crash stops replica i: its volatile state is gone and frames to it are lost; what
+// it persisted stays.
+func (c *tCluster) crash(i int) {
+	c.down[i], c.isolated[i] = true, true
+	c.pendingExec[i] = nil
+}
+
+// restart brings crashed replica i back from its records, as a runtime does: a new
+// replica and application, Restore, then the usual Ready loop.
+func (c *tCluster) restart(i int) {
+	c.t.Helper()
+	r, err := NewReplica(c.cfgs[i])
+	if err != nil {
+		c.t.Fatalf("replica %d: %v", i, err)
+	}
+	if err := r.Restore(c.records[i], c.vers[i]); err != nil {
+		c.t.Fatalf("replica %d: restore: %v", i, err)
+	}
+	c.reps[i], c.apps[i] = r, newTApp()
+	c.down[i], c.isolated[i] = false, false
+	c.process(i)
+}
+
 // ---- the runtime side of Ready ----
 
 func signedKey(s Signed) string { return string(Marshal(s)) }
@@ -383,9 +415,13 @@ func (c *tCluster) process(i int) {
 		if rd.Empty() {
 			break
 		}
-		for _, e := range rd.Persist {
-			c.persisted[i][signedKey(e.Msg)] = true
-			c.record(i, "persist", EncodeEnvelope(e))
+		for _, rec := range rd.Persist {
+			if rec.Kind == RecordMessage {
+				c.persisted[i][signedKey(rec.Env.Msg)] = true
+			}
+			c.records[i] = append(c.records[i], rec)
+			c.allRecords[i] = append(c.allRecords[i], rec)
+			c.record(i, "persist", Marshal(rec))
 		}
 		for _, ob := range rd.Messages {
 			c.route(i, ob)
@@ -395,6 +431,8 @@ func (c *tCluster) process(i int) {
 		}
 		c.drops[i] = append(c.drops[i], rd.Drops...)
 		if rd.Stable != nil {
+			// As a runtime does: what restore no longer needs goes.
+			c.records[i] = CompactRecords(c.records[i])
 			c.stables[i] = append(c.stables[i], rd.Stable)
 			c.record(i, "stable", Marshal(*rd.Stable))
 		}

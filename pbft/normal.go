@@ -95,7 +95,7 @@ func (r *Replica) propose(batch []*RequestMsg) {
 	e.pp, e.digest, e.batch, e.hasBatch = m, pp.Digest, batch, true
 	r.rememberBatch(pp.Seq, pp.Digest, batch)
 	env := m.Envelope()
-	r.rd.Persist = append(r.rd.Persist, env)
+	r.persistMsg(env, pp.View, pp.Seq)
 	r.send(Destination{Kind: ToAllReplicas}, env)
 	r.check(e)
 }
@@ -140,7 +140,7 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 		return
 	}
 	e.pp, e.digest = m, pp.Digest
-	r.rd.Persist = append(r.rd.Persist, m.Envelope())
+	r.persistMsg(m.Envelope(), pp.View, pp.Seq)
 	r.attachBatch(e)
 	r.prepareEntry(e)
 	r.check(e)
@@ -151,7 +151,7 @@ func (r *Replica) prepareEntry(e *entry) {
 	p := Prepare{View: e.view, Seq: e.seq, Digest: e.digest}
 	s := r.sign(MsgPrepare, p)
 	e.prepares[r.id] = vote{has: true, digest: e.digest, msg: s}
-	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+	r.persistMsg(&Envelope{Msg: s}, e.view, e.seq)
 	r.broadcast(s)
 }
 
@@ -217,7 +217,7 @@ func (r *Replica) check(e *entry) {
 		c := Commit{View: e.view, Seq: e.seq, Digest: e.digest}
 		s := r.sign(MsgCommit, c)
 		e.commits[r.id] = vote{has: true, digest: e.digest, msg: s}
-		r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+		r.persistMsg(&Envelope{Msg: s}, e.view, e.seq)
 		r.broadcast(s)
 	}
 	// committed-local: prepared and 2f+1 matching commits, its own included.
@@ -240,6 +240,7 @@ func (r *Replica) recordPrepared(e *entry) {
 		}
 	}
 	r.prepared[e.seq] = &preparedInfo{view: e.view, digest: e.digest, cert: cert}
+	r.rd.Persist = append(r.rd.Persist, Record{Kind: RecordPrepared, View: e.view, Seq: e.seq, Cert: cert})
 }
 
 // retransmit resends this replica's part of every live log entry to each replica that

@@ -67,9 +67,10 @@ type Drop struct {
 }
 
 // Ready is the output accumulated since the last call to Replica.Ready. Persist must be
-// durable before Messages are sent; Install, then Execute, are applied in order.
+// durable before Messages are sent (see Record); Install, then Execute, are applied in
+// order.
 type Ready struct {
-	Persist  []*Envelope
+	Persist  []Record
 	Messages []Outbound
 	Install  *Install
 	Execute  []Batch

@@ -195,7 +195,7 @@ func (r *Replica) startViewChange(v uint64) {
 	}
 	s := r.sign(MsgViewChange, vc)
 	r.storeViewChange(&storedVC{signed: s, sum: sum})
-	r.rd.Persist = append(r.rd.Persist, &Envelope{Msg: s})
+	r.persistMsg(&Envelope{Msg: s}, v, 0)
 	r.broadcast(s)
 	r.startNewViewTimer()
 	r.tryNewView()
@@ -255,31 +255,42 @@ func (r *Replica) checkViewChange(m *ViewChangeMsg) (*vcSummary, string) {
 		switch {
 		case pp.View >= b.NewView:
 			return nil, "view change with a certificate from its own or a later view"
-		case ReplicaID(c.PrePrepare.Signed.From) != r.q.Primary(pp.View):
-			return nil, "view change with a pre-prepare not from its primary"
 		case n <= b.StableSeq || n-b.StableSeq > r.cfg.LogWindow:
 			return nil, "view change with a certificate outside its window"
 		}
 		if _, dup := sum.certs[n]; dup {
 			return nil, "view change with two certificates for one seq"
 		}
-		seen := make([]bool, r.cfg.N)
-		count := 0
-		for _, p := range c.Prepares {
-			from := ReplicaID(p.Signed.From)
-			if p.Prepare.View != pp.View || p.Prepare.Seq != n || p.Prepare.Digest != pp.Digest ||
-				from == r.q.Primary(pp.View) || uint64(from) >= uint64(r.cfg.N) || seen[from] {
-				continue
-			}
-			seen[from] = true
-			count++
-		}
-		if count < 2*r.q.F {
-			return nil, "view change with a certificate of fewer than 2f matching prepares"
+		if bad := r.checkCert(c); bad != "" {
+			return nil, "view change with " + bad
 		}
 		sum.certs[n] = certSummary{view: pp.View, digest: pp.Digest}
 	}
 	return sum, ""
+}
+
+// checkCert is what makes a prepared certificate: a pre-prepare from the primary of its
+// view and 2f matching prepares from distinct backups.
+func (r *Replica) checkCert(c *PreparedCertMsg) string {
+	pp := &c.PrePrepare.PrePrepare
+	if ReplicaID(c.PrePrepare.Signed.From) != r.q.Primary(pp.View) {
+		return "a pre-prepare not from its primary"
+	}
+	seen := make([]bool, r.cfg.N)
+	count := 0
+	for _, p := range c.Prepares {
+		from := ReplicaID(p.Signed.From)
+		if p.Prepare.View != pp.View || p.Prepare.Seq != pp.Seq || p.Prepare.Digest != pp.Digest ||
+			from == r.q.Primary(pp.View) || uint64(from) >= uint64(r.cfg.N) || seen[from] {
+			continue
+		}
+		seen[from] = true
+		count++
+	}
+	if count < 2*r.q.F {
+		return "a certificate of fewer than 2f matching prepares"
+	}
+	return ""
 }
 
 func (r *Replica) onViewChange(m *ViewChangeMsg) {
@@ -420,7 +431,7 @@ func (r *Replica) tryNewView() {
 	}
 	s := r.sign(MsgNewView, nv)
 	env := &Envelope{Msg: s}
-	r.rd.Persist = append(r.rd.Persist, env)
+	r.persistMsg(env, r.view, 0)
 	r.send(Destination{Kind: ToAllReplicas}, env)
 	r.enterView(env, plan, pps)
 }
@@ -468,7 +479,7 @@ func (r *Replica) onNewView(m *NewViewMsg) {
 		}
 	}
 	env := &Envelope{Msg: m.Signed}
-	r.rd.Persist = append(r.rd.Persist, env)
+	r.persistMsg(env, v, 0)
 	r.view = v
 	r.enterView(env, plan, m.PrePrepares)
 }

@@ -42,7 +42,7 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 				return err
 			}
 			if clean {
-				o.DropRate, o.DupRate, o.Partitions, o.HealTick = 0, 0, 0, 0
+				o.DropRate, o.DupRate, o.Partitions, o.Crashes, o.HealTick = 0, 0, 0, 0, 0
 			}
 			if trace {
 				if seeds != 1 {
@@ -90,6 +90,7 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 	f.IntVar(&workers, "workers", 0, "seeds run in parallel (0: one per CPU)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	f.BoolVar(&quiet, "quiet", false, "no progress line")
+	f.IntVar(&o.Crashes, "crashes", o.Crashes, "crashes of correct replicas per seed before the heal; each restarts from its persisted records")
 	f.BoolVar(&clean, "clean-network", false, "no loss, duplication or partition: only delays (to measure a strategy's cost alone)")
 	f.BoolVar(&trace, "trace", false, "print every delivery, execution and drop of one seed to stderr")
 	return cmd
@@ -108,6 +109,8 @@ func checkSimFlags(o *sim.Options, seeds int) error {
 		return fmt.Errorf("--requests: must not be negative")
 	case o.Clients <= 0:
 		return fmt.Errorf("--clients: must be positive, got %d", o.Clients)
+	case o.Crashes < 0:
+		return fmt.Errorf("--crashes: must not be negative, got %d", o.Crashes)
 	case o.FaultyPrimary && o.Byzantine == 0:
 		return fmt.Errorf("--faulty-primary: needs --byzantine of at least 1")
 	}

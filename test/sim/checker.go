@@ -129,6 +129,21 @@ func (c *checker) onInstall(replica int, seq uint64) {
 	c.lastSeq[replica] = seq
 }
 
+// onRestart records that replica came back from its records at seq, its stable
+// checkpoint: it never executed less, and what it executed after seq is gone from its
+// state and will run again.
+func (c *checker) onRestart(replica int, seq uint64) {
+	if seq > c.lastSeq[replica] {
+		c.violate("restart: replica %d restored checkpoint n=%d beyond what it executed (n=%d)", replica, seq, c.lastSeq[replica])
+	}
+	c.lastSeq[replica] = seq
+	for k := range c.executed[replica] {
+		if c.seqOf[k].seq > seq {
+			delete(c.executed[replica], k)
+		}
+	}
+}
+
 // converged compares the application state of correct replicas that executed the same
 // sequence numbers: equal histories must give equal states.
 func (c *checker) converged(states map[int][]byte, seq uint64) {

@@ -33,6 +33,7 @@ type Summary struct {
 	CommittedRequests int     `json:"committed_requests"`
 	FirstFailingSeed  *uint64 `json:"first_failing_seed"`
 	StateTransfers    int     `json:"state_transfers"`
+	Restarts          int     `json:"restarts"` // correct replicas that crashed and came back
 	Delivered         int     `json:"messages_delivered"`
 	// Drops counts rejected or lost messages by reason, over all seeds.
 	Drops map[string]int `json:"drops"`
@@ -63,6 +64,9 @@ func ReplayCommand(o Options, seed uint64) string {
 	fmt.Fprintf(&b, " --requests %d", o.Requests)
 	if o.Clients != DefaultOptions().Clients {
 		fmt.Fprintf(&b, " --clients %d", o.Clients)
+	}
+	if o.Crashes != DefaultOptions().Crashes && o.HealTick != 0 {
+		fmt.Fprintf(&b, " --crashes %d", o.Crashes)
 	}
 	fmt.Fprintf(&b, " --seeds 1 --seed-start %d", seed)
 	if o.FastCrypto {
@@ -131,6 +135,7 @@ func RunSeeds(o Options, start uint64, count, workers int, progress func(done in
 func (s *Summary) add(r *Result, o Options) {
 	s.CommittedRequests += r.Completed
 	s.StateTransfers += r.StateTransfers
+	s.Restarts += r.Restarts
 	s.Delivered += r.Delivered
 	s.ViewChanges += r.ViewChanges
 	s.recovery = append(s.recovery, r.RecoveryTicks...)

@@ -33,7 +33,10 @@ type Options struct {
 	DupRate    float64
 	MaxDelay   int // network time units (10 per tick) before the heal
 	Partitions int // partitions that come and go before the heal
-	HealTick   int
+	// Crashes is how many times, before the heal, a correct replica crashes (losing
+	// everything but what its core asked to persist) and restarts 20 to 150 ticks later.
+	Crashes  int
+	HealTick int
 	// LivenessTicks is the bound, counted from the heal, by which every request must
 	// have completed.
 	LivenessTicks int
@@ -59,7 +62,7 @@ func DefaultOptions() Options {
 	return Options{
 		Replicas: 4, Byzantine: 1, Strategy: "all", Requests: 200, Clients: 12,
 		Scheme:   "Ed25519",
-		DropRate: 0.05, DupRate: 0.02, MaxDelay: 30, Partitions: 2, HealTick: 300,
+		DropRate: 0.05, DupRate: 0.02, MaxDelay: 30, Partitions: 2, Crashes: 1, HealTick: 300,
 		LivenessTicks:      3000,
 		DrainTicks:         500,
 		CheckpointInterval: 8, LogWindow: 16, MaxBatch: 8, MaxInFlight: 2, ClientTimeout: 40,
@@ -78,6 +81,7 @@ type Result struct {
 	Delivered       int      // frames delivered
 	Drops           map[string]int
 	StateTransfers  int // checkpoint states installed by correct replicas
+	Restarts        int // correct replicas restarted from their records
 	MaxLogSize      int // largest log any correct replica held
 	// ViewChanges counts the views correct replicas started (a NEW-VIEW accepted), and
 	// RecoveryTicks, for each, the ticks from the first VIEW-CHANGE a correct replica
@@ -95,10 +99,19 @@ type event struct {
 	at    int64
 	seq   uint64
 	tick  bool
+	fault fault // a crash or restart of replica to
 	to    int
 	from  int
 	frame []byte
 }
+
+type fault uint8
+
+const (
+	noFault fault = iota
+	crash
+	restart
+)
 
 type eventQueue []*event
 
@@ -385,6 +398,19 @@ func newWorld(opts Options, res *Result) (*world, error) {
 		}
 		w.parts = append(w.parts, partition{start: start, end: start + dur, isolated: iso})
 	}
+	var correctIDs []int
+	for i := 0; i < w.n; i++ {
+		if correct[i] {
+			correctIDs = append(correctIDs, i)
+		}
+	}
+	for k := 0; k < opts.Crashes && opts.HealTick > 0 && len(correctIDs) > 0; k++ {
+		id := correctIDs[w.rng.IntN(len(correctIDs))]
+		start := int64(w.rng.IntN(opts.HealTick)) * tickUnits
+		dur := int64(20+w.rng.IntN(130)) * tickUnits
+		w.push(&event{at: start, fault: crash, to: id})
+		w.push(&event{at: start + dur, fault: restart, to: id})
+	}
 	for a := range w.nodes {
 		w.push(&event{at: int64(w.rng.IntN(tickUnits)), tick: true, to: a})
 	}
@@ -429,7 +455,9 @@ func (w *world) run() {
 			break
 		}
 		w.now = e.at
-		if e.tick {
+		if e.fault != noFault {
+			w.crashOrRestart(e)
+		} else if e.tick {
 			w.nodes[e.to].tick()
 			w.push(&event{at: w.now + tickUnits, tick: true, to: e.to})
 		} else {
@@ -474,8 +502,31 @@ func (w *world) run() {
 		for _, c := range w.clients {
 			total += c.quota
 		}
-		w.res.LivenessFailure = fmt.Sprintf("%d of %d requests incomplete %d ticks after the heal (tick %d)",
-			total-w.res.Completed, total, w.opts.LivenessTicks, w.res.Ticks)
+		w.res.LivenessFailure = fmt.Sprintf("%d of %d requests incomplete %d ticks after the heal (tick %d):%s",
+			total-w.res.Completed, total, w.opts.LivenessTicks, w.res.Ticks, w.positions())
+	}
+}
+
+// crashOrRestart applies a crash or restart event to a correct replica. A crash while
+// down or a restart while up (two crashes drawn for one replica overlap) does nothing.
+func (w *world) crashOrRestart(e *event) {
+	r := w.nodes[e.to].(*replicaNode)
+	switch {
+	case e.fault == crash && !r.down:
+		if w.opts.Trace != nil {
+			w.trace("r%d crashes", r.id)
+		}
+		r.down = true
+	case e.fault == restart && r.down:
+		if err := r.restart(); err != nil {
+			w.check.violate("replica %d: restart from its records: %v", r.id, err)
+			return
+		}
+		w.res.Restarts++
+		if w.opts.Trace != nil {
+			st := r.core.Status()
+			w.trace("r%d restarts from %d records at n=%d view %d (active %v)", r.id, len(r.records), st.Executed, st.View, st.Active)
+		}
 	}
 }
 
@@ -508,8 +559,8 @@ func (w *world) maxExecuted() uint64 {
 // converged reports whether the correct replicas caught up: every one that is active
 // in its view executed up to the same seq, the highest; one still changing view alone
 // (its timer fired while it was cut off, and a working primary gives the others no
-// reason to follow; it rejoins at the next view change) reached at least the latest
-// stable checkpoint.
+// reason to follow; it rejoins at the next view change) or split off by an
+// equivocating primary reached at least the latest stable checkpoint.
 func (w *world) converged() bool {
 	m, stable, active := w.maxExecuted(), uint64(0), 0
 	for _, nd := range w.nodes[:w.n] {
@@ -524,7 +575,7 @@ func (w *world) converged() bool {
 		}
 		st := r.core.Status()
 		switch {
-		case st.Active && st.Executed != m:
+		case st.Active && st.Executed != m && !(st.Executed >= stable && w.splitOff(r.id, st.View, st.Executed+1)):
 			return false
 		case !st.Active && st.Executed < stable:
 			return false
@@ -533,6 +584,18 @@ func (w *world) converged() bool {
 		}
 	}
 	return active > 0
+}
+
+// splitOff reports whether an equivocating primary showed replica id, at (view, n),
+// another batch than the one correct replicas executed there: it prepared that batch,
+// cannot commit the other, and (PBFT) catches up only at the next stable checkpoint.
+func (w *world) splitOff(id int, view, n uint64) bool {
+	plan, ok := w.coalition[slot{view, n}]
+	if !ok {
+		return false
+	}
+	exec, ok := w.check.batchAt[n]
+	return ok && plan[id] != exec.digest
 }
 
 func (w *world) positions() string {
@@ -551,9 +614,18 @@ func (w *world) positions() string {
 type replicaNode struct {
 	w        *world
 	id       int
+	cfg      pbft.Config
 	core     *pbft.Replica
 	app      *kvstore.Store
 	verifier pbft.Verifier
+	// records is the replica's disk: what its core asked to persist, compacted at each
+	// stable checkpoint. It is all that survives a crash.
+	records []pbft.Record
+	// down is true between a crash and the restart: no ticks, frames to it are lost.
+	down bool
+	// restoring is set while the first Ready after a restart is handled: its Install
+	// is the replica's own checkpoint, not a state transfer.
+	restoring bool
 }
 
 func newReplicaNode(w *world, id int, cfg pbft.Config) (*replicaNode, error) {
@@ -561,10 +633,39 @@ func newReplicaNode(w *world, id int, cfg pbft.Config) (*replicaNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &replicaNode{w: w, id: id, core: core, app: kvstore.New(), verifier: w.verifier()}, nil
+	return &replicaNode{w: w, id: id, cfg: cfg, core: core, app: kvstore.New(), verifier: w.verifier()}, nil
+}
+
+// restart rebuilds the replica from its records alone, as a runtime does after a crash:
+// the records go through their storage encoding, a new core restores from them, and
+// the application starts empty until the core's Install hands it the checkpoint state.
+func (r *replicaNode) restart() error {
+	recs := make([]pbft.Record, len(r.records))
+	for i := range r.records {
+		if err := pbft.Unmarshal(pbft.Marshal(r.records[i]), &recs[i]); err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	core, err := pbft.NewReplica(r.cfg)
+	if err != nil {
+		return err
+	}
+	r.verifier = r.w.verifier()
+	if err := core.Restore(recs, &r.verifier); err != nil {
+		return err
+	}
+	r.core, r.app, r.down = core, kvstore.New(), false
+	r.w.check.onRestart(r.id, core.Status().Executed)
+	r.restoring = true
+	r.flush()
+	return nil
 }
 
 func (r *replicaNode) receive(from int, frame []byte) {
+	if r.down {
+		r.w.res.Drops["network: replica down"]++
+		return
+	}
 	env, err := pbft.DecodeEnvelope(frame, r.w.limits)
 	if err != nil {
 		r.w.res.Drops["decode"]++
@@ -589,6 +690,9 @@ func reasonOf(err error) string {
 }
 
 func (r *replicaNode) tick() {
+	if r.down {
+		return
+	}
 	r.core.Tick()
 	r.flush()
 }
@@ -598,6 +702,10 @@ func (r *replicaNode) flush() {
 		rd := r.core.Ready()
 		if rd.Empty() {
 			return
+		}
+		r.records = append(r.records, rd.Persist...)
+		if rd.Stable != nil {
+			r.records = pbft.CompactRecords(r.records)
 		}
 		for _, d := range rd.Drops {
 			r.w.res.Drops["core: "+d.Reason]++
@@ -611,7 +719,12 @@ func (r *replicaNode) flush() {
 			}
 			r.w.sendOut(r.id, out)
 		}
-		if rd.Install != nil {
+		if rd.Install != nil && r.restoring {
+			if err := r.app.Restore(rd.Install.App); err != nil {
+				r.w.check.violate("replica %d: its own checkpoint n=%d does not restore: %v", r.id, rd.Install.Seq, err)
+				return
+			}
+		} else if rd.Install != nil {
 			if err := r.app.Restore(rd.Install.App); err != nil {
 				r.w.check.violate("replica %d: certified checkpoint state n=%d does not restore: %v", r.id, rd.Install.Seq, err)
 				return
@@ -637,6 +750,7 @@ func (r *replicaNode) flush() {
 				return
 			}
 		}
+		r.restoring = false
 		st := r.core.Status()
 		if st.LogSize > r.w.res.MaxLogSize {
 			r.w.res.MaxLogSize = st.LogSize

@@ -80,6 +80,25 @@ func TestSafetyAndLivenessWithSevenReplicasTwoByzantine(t *testing.T) {
 	sweep(t, o, seeds(*sweepSeeds/2))
 }
 
+// Correct replicas crash (three times a seed, so sometimes two at once or the primary)
+// and restart from their persisted records alone, on top of f Byzantine replicas of
+// any strategy: safety holds throughout, and every request completes after the heal.
+func TestSafetyAndLivenessWithCrashedAndRestartedReplicas(t *testing.T) {
+	for _, faultyPrimary := range []bool{false, true} {
+		t.Run(fmt.Sprint("faulty-primary=", faultyPrimary), func(t *testing.T) {
+			t.Parallel()
+			o := DefaultOptions()
+			o.Crashes = 3
+			o.FaultyPrimary = faultyPrimary
+			o.FastCrypto = true
+			s := sweep(t, o, seeds(*sweepSeeds/2))
+			if s.Restarts < s.Seeds {
+				t.Fatalf("%d restarts in %d seeds of 3 crashes each", s.Restarts, s.Seeds)
+			}
+		})
+	}
+}
+
 // Real Ed25519 signatures everywhere (the default of `pbft sim`) on a smaller sweep.
 func TestSafetyAndLivenessWithRealSignatures(t *testing.T) {
 	o := DefaultOptions()
