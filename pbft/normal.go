@@ -43,12 +43,21 @@ func (r *Replica) onRequest(m *RequestMsg) {
 
 // maybePropose lets the primary assign sequence numbers to queued requests while the
 // watermark window and the in-flight bound allow.
+//
+// Every batch costs the same O(n²) signed votes whatever its size, so under load the
+// primary fills batches instead of sending many small ones: with k batches already in
+// flight, the next leaves only once it holds (k-1)/MaxInFlightBatches of a full batch.
+// A lightly loaded primary (at most one batch in flight) proposes at once, so requests
+// are not delayed waiting for company.
 func (r *Replica) maybePropose() {
 	if !r.isPrimary() || !r.active {
 		return
 	}
 	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
 		r.nextSeq-r.executed < uint64(r.cfg.MaxInFlightBatches) {
+		if k := r.nextSeq - r.executed; k > 1 && uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchRequests) {
+			return
+		}
 		var batch []*RequestMsg
 		bytes := 0
 		taken := 0

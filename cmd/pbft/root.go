@@ -9,6 +9,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newSimCmd())
+	root.AddCommand(newInitCmd(), newReplicaCmd(), newClientCmd(), newDemoCmd(), newBenchCmd(), newSimCmd())
 	return root
 }

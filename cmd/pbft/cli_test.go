@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildCLI builds the pbft binary once per test run, as a user's `go build` would.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pbft")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeBase finds n consecutive free TCP ports on 127.0.0.1.
+func freeBase(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 100; try++ {
+		base := 20000 + rand.IntN(40000)
+		ok := true
+		var ls []net.Listener
+		for i := 0; i < n && ok; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+func pbftCmd(bin string, args ...string) (string, string, error) {
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// Four replica processes started by hand from `pbft init` serve `pbft client`, and
+// stop cleanly on SIGTERM.
+func TestFourProcessClusterServesClientPutAndGet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	dir := t.TempDir()
+	base := freeBase(t, 4)
+	if out, errOut, err := pbftCmd(bin, "init", "--replicas", "4", "--out", dir, "--base-port", fmt.Sprint(base)); err != nil {
+		t.Fatalf("init: %v\n%s%s", err, out, errOut)
+	}
+	cfg := filepath.Join(dir, "cluster.yaml")
+	var procs []*exec.Cmd
+	var logs []*bytes.Buffer
+	for i := 0; i < 4; i++ {
+		var buf bytes.Buffer
+		p := exec.Command(bin, "replica", "--config", cfg, "--id", fmt.Sprint(i))
+		p.Stdout, p.Stderr = &buf, &buf
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		logs = append(logs, &buf)
+	}
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+		}
+	}()
+	// The replicas take a moment to listen: retry the first write until it is voted.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, errOut, err := pbftCmd(bin, "client", "--config", cfg, "--timeout", "3s", "put", "colour", "blue")
+		if err == nil {
+			if strings.TrimSpace(out) != "OK" || !strings.Contains(errOut, "voted by replicas") {
+				t.Fatalf("put printed %q / %q", out, errOut)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("put never succeeded: %v\n%s\nreplica 0 log:\n%s", err, errOut, logs[0])
+		}
+	}
+	out, errOut, err := pbftCmd(bin, "client", "--config", cfg, "--id", "2", "get", "colour")
+	if err != nil || strings.TrimSpace(out) != "blue" {
+		t.Fatalf("get: %v %q %q", err, out, errOut)
+	}
+	if out, _, err := pbftCmd(bin, "client", "--config", cfg, "delete", "colour"); err != nil || strings.TrimSpace(out) != "OK" {
+		t.Fatalf("delete: %v %q", err, out)
+	}
+	if out, _, err := pbftCmd(bin, "client", "--config", cfg, "get", "colour"); err != nil || strings.TrimSpace(out) != "(not found)" {
+		t.Fatalf("get after delete: %v %q", err, out)
+	}
+	for i, p := range procs {
+		p.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- p.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("replica %d exited with %v after SIGTERM:\n%s", i, err, logs[i])
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("replica %d did not stop on SIGTERM", i)
+		}
+		if !strings.Contains(logs[i].String(), "replica stopped") {
+			t.Fatalf("replica %d log lacks a clean stop:\n%s", i, logs[i])
+		}
+	}
+	// Durable records: each replica kept a data directory beside cluster.yaml.
+	if _, err := os.Stat(filepath.Join(dir, "replica-0.data")); err != nil {
+		t.Fatalf("no data directory: %v", err)
+	}
+}
+
+// Bad user input exits non-zero with a message naming the file and the field.
+func TestCLIRejectsBadInputNamingFileAndField(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	dir := t.TempDir()
+	if _, errOut, err := pbftCmd(bin, "init", "--replicas", "4", "--out", dir); err != nil {
+		t.Fatalf("init: %v %s", err, errOut)
+	}
+	cfg := filepath.Join(dir, "cluster.yaml")
+	broken := filepath.Join(dir, "broken.yaml")
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(broken, bytes.Replace(raw, []byte("tick:"), []byte("tock: 1\n  tick:"), 1), 0o644)
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"init", "--replicas", "3", "--out", t.TempDir()}, []string{"--replicas", "at least 4"}},
+		{[]string{"init", "--replicas", "4", "--out", dir}, []string{"already exists"}},
+		{[]string{"replica", "--config", filepath.Join(dir, "missing.yaml"), "--id", "0"}, []string{"missing.yaml"}},
+		{[]string{"replica", "--config", broken, "--id", "0"}, []string{broken, "unknown field \"tock\""}},
+		{[]string{"replica", "--config", cfg, "--id", "7"}, []string{"--id", "0..3"}},
+		{[]string{"client", "--config", cfg, "--id", "99", "get", "k"}, []string{"--id", "no client with id 99"}},
+		{[]string{"client", "--config", cfg, "frobnicate", "k"}, []string{"unknown operation"}},
+		{[]string{"sim", "--replicas", "2"}, []string{"--replicas"}},
+	}
+	for _, tc := range cases {
+		_, errOut, err := pbftCmd(bin, tc.args...)
+		if err == nil {
+			t.Errorf("pbft %v: exit 0", tc.args)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("pbft %v: stderr %q lacks %q", tc.args, errOut, w)
+			}
+		}
+	}
+	// A missing key file names itself.
+	os.Remove(filepath.Join(dir, "replica-1.key"))
+	if _, errOut, err := pbftCmd(bin, "replica", "--config", cfg, "--id", "1"); err == nil || !strings.Contains(errOut, "replicas[1].key_file") {
+		t.Errorf("missing key file: %v %q", err, errOut)
+	}
+	// With no replica running, a client gives up with exit status 1.
+	if _, errOut, err := pbftCmd(bin, "client", "--config", cfg, "--timeout", "1s", "get", "k"); err == nil || !strings.Contains(errOut, "f+1=2") {
+		t.Errorf("client without a cluster: %v %q", err, errOut)
+	}
+}

@@ -1,0 +1,541 @@
+// Package replica is the runtime around the pure protocol core: it runs one pbft.Replica
+// on the network. One event loop owns the core and feeds it verified messages, ticks
+// from a ticker and the application's results; a pool of workers decodes nothing and
+// verifies signatures off the loop, one per core; an executor runs committed batches on
+// the application in order; every record the core asks to persist is durable (Pebble)
+// before any message it goes with leaves.
+//
+// Byzantine input is normal input here: a frame that does not decode, a message whose
+// signature fails, a message claiming another sender, or more than the queues hold, is
+// dropped, counted by reason (Metrics) and logged at debug level; it never blocks the
+// loop and never reaches the core.
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"go.uber.org/zap"
+
+	"github.com/pbftkit/pbft/app"
+	"github.com/pbftkit/pbft/crypto"
+	"github.com/pbftkit/pbft/network"
+	"github.com/pbftkit/pbft/network/cluster"
+	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/replica/store"
+)
+
+// Options configure a replica.
+type Options struct {
+	Cluster *cluster.Cluster
+	ID      uint32
+	Key     *crypto.PrivateKey // this replica's key (cluster.LoadKey checks it)
+	App     app.Application
+	// DataDir holds the replica's records in Pebble, synced before every send. Empty
+	// keeps them in memory: a restarted process then starts from nothing, which is only
+	// safe in tests and demos.
+	DataDir string
+	// Listen overrides the address the cluster lists for this replica.
+	Listen []string
+	// Verifiers is the number of signature-verification workers (0: one per CPU).
+	Verifiers int
+	Logger    *zap.Logger
+}
+
+// Storage is where records go before messages leave.
+type Storage interface {
+	Append([]pbft.Record) error
+	Compact(keep []pbft.Record) error
+	Load() ([]pbft.Record, error)
+	Close() error
+}
+
+// queue sizes: inbound frames waiting for a verifier, and verified messages waiting
+// for the loop. Beyond them input is dropped (and counted), never buffered unbounded.
+const (
+	inboxLen    = 1 << 14
+	verifiedLen = 1 << 12
+	drainBatch  = 512 // messages stepped before one Ready is handled
+)
+
+// Replica is a running replica.
+type Replica struct {
+	opts     Options
+	cl       *cluster.Cluster
+	core     *pbft.Replica
+	host     *network.Host
+	store    Storage
+	verifier pbft.Verifier
+	lim      pbft.Limits
+	log      *zap.Logger
+	metrics  *Metrics
+
+	replicaOf  map[peer.ID]pbft.ReplicaID
+	clientOf   map[peer.ID]pbft.ClientID
+	peerOf     []peer.ID
+	clientPeer map[pbft.ClientID]peer.ID
+
+	inbox    chan *pbft.Envelope
+	verified chan pbft.Message
+	results  chan pbft.Executed
+	exec     *executor
+	persistQ chan persistItem
+	records  []pbft.Record // mirror of the store, for compaction (the persister's)
+
+	status   atomic.Pointer[pbft.Status]
+	quit     chan struct{} // closed to stop every goroutine
+	quitOnce sync.Once
+	wg       sync.WaitGroup
+	stop     sync.Once
+	errMu    sync.Mutex
+	err      error // why the replica stopped, if it failed
+}
+
+// Start restores the replica from its records (if any) and starts serving.
+func Start(opts Options) (*Replica, error) {
+	cl := opts.Cluster
+	me, err := cl.Replica(opts.ID)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Key == nil || !opts.Key.Public().Equal(me.Public) {
+		return nil, fmt.Errorf("%s: replicas[%d]: the key given is not the public_key configured", cl.Path, opts.ID)
+	}
+	if opts.App == nil {
+		return nil, errors.New("replica: Options.App is nil")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Verifiers <= 0 {
+		opts.Verifiers = runtime.GOMAXPROCS(0)
+	}
+	r := &Replica{
+		opts: opts, cl: cl, lim: cl.Limits(),
+		log:        opts.Logger.With(zap.Uint32("replica", opts.ID)),
+		metrics:    newMetrics(),
+		replicaOf:  make(map[peer.ID]pbft.ReplicaID),
+		clientOf:   make(map[peer.ID]pbft.ClientID),
+		clientPeer: make(map[pbft.ClientID]peer.ID),
+		inbox:      make(chan *pbft.Envelope, inboxLen),
+		verified:   make(chan pbft.Message, verifiedLen),
+		results:    make(chan pbft.Executed, 1024),
+		persistQ:   make(chan persistItem, 4096),
+		quit:       make(chan struct{}),
+	}
+	r.verifier = pbft.Verifier{Keys: cl.KeyRing(), N: len(cl.Replicas), Limits: r.lim, Cache: newVerifiedCache(1 << 16)}
+	signer := &pbft.KeySigner{Cluster: cl.Name, Key: opts.Key}
+	if r.core, err = pbft.NewReplica(cl.PBFTConfig(pbft.ReplicaID(opts.ID), signer)); err != nil {
+		return nil, fmt.Errorf("%s: protocol: %w", cl.Path, err)
+	}
+	if err := r.openStore(); err != nil {
+		return nil, err
+	}
+	r.exec = newExecutor(opts.App, r.results, r.metrics)
+	if err := r.restore(); err != nil {
+		r.store.Close()
+		return nil, err
+	}
+	if err := r.startHost(me); err != nil {
+		r.store.Close()
+		return nil, err
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.exec.run(r.quit) }()
+	for range opts.Verifiers {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.verify() }()
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.persist() }()
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.loop() }()
+	st := r.core.Status()
+	r.log.Info("replica started", zap.Stringer("peer", r.host.ID()), zap.Any("addrs", r.host.Addrs()),
+		zap.Int("n", len(cl.Replicas)), zap.Int("f", cl.F), zap.Uint64("view", st.View), zap.Uint64("stable", st.LowMark),
+		zap.String("scheme", cl.Scheme.Name()), zap.Int("verifiers", opts.Verifiers))
+	return r, nil
+}
+
+func (r *Replica) openStore() error {
+	if r.opts.DataDir == "" {
+		r.store = &memStore{}
+		return nil
+	}
+	s, err := store.Open(r.opts.DataDir, store.Options{Sync: true, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("replica %d: data dir: %w", r.opts.ID, err)
+	}
+	r.store = s
+	return nil
+}
+
+// restore brings the core back to where its records say it was.
+func (r *Replica) restore() error {
+	recs, err := r.store.Load()
+	if err != nil {
+		return fmt.Errorf("replica %d: data dir %s: %w", r.opts.ID, r.opts.DataDir, err)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := r.core.Restore(recs, &r.verifier); err != nil {
+		return fmt.Errorf("replica %d: data dir %s: %w", r.opts.ID, r.opts.DataDir, err)
+	}
+	r.records = recs
+	st := r.core.Status()
+	r.log.Info("restored from records", zap.Int("records", len(recs)), zap.Uint64("view", st.View),
+		zap.Bool("active", st.Active), zap.Uint64("stable", st.LowMark))
+	return nil
+}
+
+func (r *Replica) startHost(me *cluster.Member) error {
+	ident, id, err := network.Identity(r.opts.Key)
+	if err != nil {
+		return err
+	}
+	if id != me.PeerID {
+		return fmt.Errorf("%s: replicas[%d].peer_id: %s does not match its key (%s)", r.cl.Path, r.opts.ID, me.PeerID, id)
+	}
+	var allow []peer.ID
+	r.peerOf = make([]peer.ID, len(r.cl.Replicas))
+	for _, m := range r.cl.Replicas {
+		allow = append(allow, m.PeerID)
+		r.replicaOf[m.PeerID] = pbft.ReplicaID(m.ID)
+		r.peerOf[m.ID] = m.PeerID
+	}
+	for _, m := range r.cl.Clients {
+		allow = append(allow, m.PeerID)
+		r.clientOf[m.PeerID] = pbft.ClientID(m.ID)
+		r.clientPeer[pbft.ClientID(m.ID)] = m.PeerID
+	}
+	listen := r.opts.Listen
+	if len(listen) == 0 {
+		listen = []string{me.Addr.String()}
+	}
+	h, err := network.New(network.Config{Identity: ident, Listen: listen, Allow: allow,
+		MaxFrame: r.cl.Protocol.MaxFrameBytes, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("replica %d: listen on %v: %w", r.opts.ID, listen, err)
+	}
+	for _, m := range r.cl.Replicas {
+		if m.ID != r.opts.ID {
+			h.AddPeer(m.PeerID, []multiaddr.Multiaddr{m.Addr})
+		}
+	}
+	h.Handle(network.ReplicaProtocol, r.onReplicaFrame)
+	h.Handle(network.ClientProtocol, r.onClientFrame)
+	r.host = h
+	return nil
+}
+
+// Stop shuts the replica down: the network first, then the loop and its workers, then
+// the store. It returns why the replica stopped if it failed on its own.
+func (r *Replica) Stop() error {
+	r.stop.Do(func() {
+		r.host.Close()
+		r.quitOnce.Do(func() { close(r.quit) })
+		r.wg.Wait()
+		if err := r.store.Close(); err != nil {
+			r.fail(fmt.Errorf("close store: %w", err))
+		}
+		r.log.Info("replica stopped")
+	})
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.err
+}
+
+// Status is the core's position after the last event the loop handled.
+func (r *Replica) Status() pbft.Status {
+	if st := r.status.Load(); st != nil {
+		return *st
+	}
+	return pbft.Status{ID: pbft.ReplicaID(r.opts.ID)}
+}
+
+// Metrics are the replica's counters.
+func (r *Replica) Metrics() *Metrics { return r.metrics }
+
+// PeerID is the replica's libp2p identity.
+func (r *Replica) PeerID() peer.ID { return r.host.ID() }
+
+// Network is the replica's transport statistics.
+func (r *Replica) Network() network.Stats { return r.host.Stats() }
+
+// --- input: frames from the network, verified off the loop ---
+
+func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
+	rid, ok := r.replicaOf[from]
+	if !ok {
+		r.dropInput("frame from a non-replica on the replica protocol", from)
+		return
+	}
+	env, err := pbft.DecodeEnvelope(frame, r.lim)
+	if err != nil {
+		r.dropInput("malformed frame", from, zap.Error(err))
+		return
+	}
+	// A replica relays client requests to the primary; anything else it sends is its
+	// own, and its stream says who it is.
+	if env.Msg.Type != pbft.MsgRequest && env.Msg.From != uint32(rid) {
+		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
+		return
+	}
+	r.enqueue(env, from)
+}
+
+func (r *Replica) onClientFrame(from peer.ID, frame []byte) {
+	cid, ok := r.clientOf[from]
+	if !ok {
+		r.dropInput("frame from an unregistered client", from)
+		return
+	}
+	env, err := pbft.DecodeEnvelope(frame, r.lim)
+	if err != nil {
+		r.dropInput("malformed frame", from, zap.Error(err))
+		return
+	}
+	if env.Msg.Type != pbft.MsgRequest || env.Msg.From != uint32(cid) {
+		r.dropInput("a client sent something other than its own request", from, zap.Stringer("type", env.Msg.Type))
+		return
+	}
+	r.enqueue(env, from)
+}
+
+func (r *Replica) enqueue(env *pbft.Envelope, from peer.ID) {
+	r.metrics.FramesIn.Add(1)
+	select {
+	case r.inbox <- env:
+	default:
+		r.dropInput("verification queue full", from)
+	}
+}
+
+func (r *Replica) dropInput(reason string, from peer.ID, fields ...zap.Field) {
+	r.metrics.drop(reason)
+	if ce := r.log.Check(zap.DebugLevel, "dropped input"); ce != nil {
+		ce.Write(append(fields, zap.String("reason", reason), zap.Stringer("from", from))...)
+	}
+}
+
+// verify is one worker of the pool: signature checks are pure and run in parallel.
+func (r *Replica) verify() {
+	for {
+		select {
+		case <-r.quit:
+			return
+		case env := <-r.inbox:
+			m, err := r.verifier.Open(env)
+			if err != nil {
+				reason := "malformed message"
+				if errors.Is(err, pbft.ErrBadSignature) {
+					reason = "bad signature"
+				}
+				r.metrics.drop(reason)
+				if ce := r.log.Check(zap.DebugLevel, "dropped message"); ce != nil {
+					ce.Write(zap.String("reason", reason), zap.Stringer("type", env.Msg.Type), zap.Uint32("from", env.Msg.From), zap.Error(err))
+				}
+				continue
+			}
+			select {
+			case r.verified <- m:
+			case <-r.quit:
+				return
+			}
+		}
+	}
+}
+
+// --- the event loop: the only goroutine that touches the core ---
+
+func (r *Replica) loop() {
+	ticker := time.NewTicker(r.cl.Tick)
+	defer ticker.Stop()
+	r.handleReady()
+	for {
+		select {
+		case <-r.quit:
+			return
+		case m := <-r.verified:
+			r.core.Step(m)
+			for i := 0; i < drainBatch; i++ {
+				select {
+				case m := <-r.verified:
+					r.core.Step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case ex := <-r.results:
+			if err := r.core.Executed(ex); err != nil {
+				r.fail(fmt.Errorf("executed n=%d: %w", ex.Seq, err))
+				return
+			}
+		case <-ticker.C:
+			if err := r.exec.failure(); err != nil {
+				r.fail(fmt.Errorf("application: %w", err))
+				return
+			}
+			r.core.Tick()
+		}
+		if !r.handleReady() {
+			return
+		}
+	}
+}
+
+// handleReady drains the core's output: persist, then send, then hand batches to the
+// executor. It reports false if the replica can no longer run safely.
+func (r *Replica) handleReady() bool {
+	for {
+		rd := r.core.Ready()
+		if rd.Empty() {
+			break
+		}
+		if len(rd.Persist) > 0 || rd.Stable != nil || len(rd.Messages) > 0 {
+			// Records become durable, then their messages leave, on the persister's
+			// goroutine: the loop goes on stepping while the disk syncs, and the next
+			// sync carries everything that arrived meanwhile (group commit).
+			select {
+			case r.persistQ <- persistItem{recs: rd.Persist, stable: rd.Stable, msgs: rd.Messages}:
+			case <-r.quit:
+				return false
+			}
+		}
+		if rd.Stable != nil {
+			r.metrics.StableSeq.Store(rd.Stable.Seq)
+			r.log.Debug("stable checkpoint", zap.Uint64("seq", rd.Stable.Seq), zap.Stringer("state", rd.Stable.State))
+		}
+		for _, d := range rd.Drops {
+			r.metrics.drop(d.Reason)
+			if ce := r.log.Check(zap.DebugLevel, "core dropped message"); ce != nil {
+				ce.Write(zap.String("reason", d.Reason), zap.Stringer("type", d.Type), zap.Uint32("from", d.From))
+			}
+		}
+		if rd.Install != nil {
+			r.log.Info("installing checkpoint state", zap.Uint64("seq", rd.Install.Seq), zap.Int("bytes", len(rd.Install.App)))
+			r.exec.push(execItem{install: rd.Install})
+		}
+		for i := range rd.Execute {
+			r.exec.push(execItem{batch: &rd.Execute[i]})
+		}
+	}
+	st := r.core.Status()
+	if prev := r.status.Load(); prev != nil && (prev.View != st.View || prev.Active != st.Active) {
+		r.log.Info("view", zap.Uint64("view", st.View), zap.Bool("active", st.Active), zap.Uint32("primary", uint32(st.Primary)))
+	}
+	r.status.Store(&st)
+	return true
+}
+
+// persistItem is one Ready's records and the messages that must wait for them.
+type persistItem struct {
+	recs   []pbft.Record
+	stable *pbft.StableCheckpoint
+	msgs   []pbft.Outbound
+}
+
+// persist makes records durable and then sends their messages, in Ready order. A sync
+// carries every item queued while the previous one ran.
+func (r *Replica) persist() {
+	var items []persistItem
+	for {
+		items = items[:0]
+		select {
+		case <-r.quit:
+			return
+		case it := <-r.persistQ:
+			items = append(items, it)
+		}
+	more:
+		for len(items) < 1024 {
+			select {
+			case it := <-r.persistQ:
+				items = append(items, it)
+			default:
+				break more
+			}
+		}
+		var recs []pbft.Record
+		stable := false
+		for i := range items {
+			recs = append(recs, items[i].recs...)
+			stable = stable || items[i].stable != nil
+		}
+		if len(recs) > 0 {
+			if err := r.store.Append(recs); err != nil {
+				// Sending what is not durable could make this replica contradict itself
+				// after a crash: stop instead.
+				r.fail(fmt.Errorf("persist: %w", err))
+				return
+			}
+			r.records = append(r.records, recs...)
+		}
+		if stable {
+			keep := pbft.CompactRecords(r.records)
+			if err := r.store.Compact(keep); err != nil {
+				r.fail(fmt.Errorf("compact: %w", err))
+				return
+			}
+			r.records = keep
+		}
+		for i := range items {
+			for j := range items[i].msgs {
+				r.send(&items[i].msgs[j])
+			}
+		}
+	}
+}
+
+func (r *Replica) send(ob *pbft.Outbound) {
+	frame := pbft.EncodeEnvelope(ob.Env)
+	switch ob.To.Kind {
+	case pbft.ToReplica:
+		if int(ob.To.Replica) < len(r.peerOf) {
+			r.host.Send(r.peerOf[ob.To.Replica], network.ReplicaProtocol, frame)
+		}
+	case pbft.ToAllReplicas:
+		for i, p := range r.peerOf {
+			if uint32(i) != r.opts.ID {
+				r.host.Send(p, network.ReplicaProtocol, frame)
+			}
+		}
+	case pbft.ToClient:
+		if p, ok := r.clientPeer[ob.To.Client]; ok {
+			r.host.Send(p, network.ClientProtocol, frame)
+		}
+	}
+}
+
+// fail records why the replica cannot go on safely and stops its goroutines.
+func (r *Replica) fail(err error) {
+	r.errMu.Lock()
+	if r.err == nil {
+		r.err = err
+		r.log.Error("replica stopping", zap.Error(err))
+	}
+	r.errMu.Unlock()
+	r.quitOnce.Do(func() { close(r.quit) })
+}
+
+// Done is closed when the replica stops, by Stop or because it failed (Stop then says why).
+func (r *Replica) Done() <-chan struct{} { return r.quit }
+
+// memStore keeps records in memory: no durability.
+type memStore struct{ recs []pbft.Record }
+
+func (m *memStore) Append(recs []pbft.Record) error { m.recs = append(m.recs, recs...); return nil }
+func (m *memStore) Compact(keep []pbft.Record) error {
+	m.recs = append([]pbft.Record(nil), keep...)
+	return nil
+}
+func (m *memStore) Load() ([]pbft.Record, error) { return m.recs, nil }
+func (m *memStore) Close() error                 { return nil }
