@@ -1059,3 +1059,40 @@ func TestPrimaryQueueIsBoundedPerClient(t *testing.T) {
 		t.Fatalf("no drop reported for the requests over the bound")
 	}
 }
+
+// Under load the primary fills batches (each costs O(n²) votes whatever its size); with
+// at most one batch in flight it proposes at once.
+func TestPrimaryFillsBatchesUnderLoadButNotWhenIdle(t *testing.T) {
+	c := newCluster(t, 4, func(cfg *Config) { cfg.MaxInFlightBatches, cfg.MaxBatchRequests = 4, 8 })
+	c.holdIf = isType(MsgCommit) // nothing executes: batches stay in flight
+	reqs := c.requests(4, 4, "load")
+	sizes := func() []int {
+		var out []int
+		for _, ob := range c.out[0] {
+			if ob.Env.Msg.Type == MsgPrePrepare {
+				out = append(out, len(ob.Env.Batch))
+			}
+		}
+		return out
+	}
+	c.submitAndRun(reqs[0])
+	c.submitAndRun(reqs[1])
+	if got := sizes(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
+		t.Fatalf("with at most one batch in flight each request should leave at once: batches %v", got)
+	}
+	// Two in flight: the next needs (2-1)/4 of a batch of 8, so two requests.
+	c.submitAndRun(reqs[2])
+	if got := sizes(); len(got) != 2 {
+		t.Fatalf("a lone request left with two batches in flight: batches %v", got)
+	}
+	c.submitAndRun(reqs[3])
+	if got := sizes(); len(got) != 3 || got[2] != 2 {
+		t.Fatalf("want a third batch of two requests: batches %v", got)
+	}
+	c.holdIf = nil
+	c.release(nil)
+	if !c.runUntil(20, func() bool { return c.allExecuted(3, c.all()...) }) {
+		t.Fatalf("batches did not execute:%s", c.debug())
+	}
+	c.requireAgreement(c.all()...)
+}

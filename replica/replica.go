@@ -142,6 +142,8 @@ func Start(opts Options) (*Replica, error) {
 		r.store.Close()
 		return nil, err
 	}
+	st := r.core.Status()
+	r.status.Store(&st)
 	if err := r.startHost(me); err != nil {
 		r.store.Close()
 		return nil, err
@@ -156,7 +158,6 @@ func Start(opts Options) (*Replica, error) {
 	go func() { defer r.wg.Done(); r.persist() }()
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.loop() }()
-	st := r.core.Status()
 	r.log.Info("replica started", zap.Stringer("peer", r.host.ID()), zap.Any("addrs", r.host.Addrs()),
 		zap.Int("n", len(cl.Replicas)), zap.Int("f", cl.F), zap.Uint64("view", st.View), zap.Uint64("stable", st.LowMark),
 		zap.String("scheme", cl.Scheme.Name()), zap.Int("verifiers", opts.Verifiers))

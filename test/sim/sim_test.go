@@ -99,6 +99,21 @@ func TestSafetyAndLivenessWithCrashedAndRestartedReplicas(t *testing.T) {
 	}
 }
 
+// A deep pipeline (eight batches in flight, so the primary fills batches under load)
+// with any strategy, crashes and a faulty primary half the time.
+func TestSafetyAndLivenessWithDeepPipeline(t *testing.T) {
+	for _, faultyPrimary := range []bool{false, true} {
+		t.Run(fmt.Sprint("faulty-primary=", faultyPrimary), func(t *testing.T) {
+			t.Parallel()
+			o := DefaultOptions()
+			o.MaxInFlight, o.LogWindow = 8, 32
+			o.FaultyPrimary = faultyPrimary
+			o.FastCrypto = true
+			sweep(t, o, seeds(*sweepSeeds/4))
+		})
+	}
+}
+
 // Real Ed25519 signatures everywhere (the default of `pbft sim`) on a smaller sweep.
 func TestSafetyAndLivenessWithRealSignatures(t *testing.T) {
 	o := DefaultOptions()

@@ -1,0 +1,182 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pbftkit/pbft/app/kvstore"
+	"github.com/pbftkit/pbft/client"
+	"github.com/pbftkit/pbft/network/cluster"
+	"github.com/pbftkit/pbft/replica/store"
+)
+
+type testCluster struct {
+	t    *testing.T
+	dir  string
+	cl   *cluster.Cluster
+	reps []*Replica
+	apps []*kvstore.Store
+	c    *client.Client
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	t.Helper()
+	var addrs []string
+	for i := 0; i < 4; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
+		l.Close()
+	}
+	p := cluster.DefaultProtocol()
+	p.CheckpointInterval, p.LogWindow = 8, 32
+	dir := t.TempDir()
+	path, err := cluster.Generate(dir, cluster.GenerateOptions{Replicas: 4, Clients: 1, Addrs: addrs, Protocol: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := cluster.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &testCluster{t: t, dir: dir, cl: cl, reps: make([]*Replica, 4), apps: make([]*kvstore.Store, 4)}
+	for i := range tc.reps {
+		tc.start(i)
+	}
+	key, err := cl.LoadKey(&cl.Clients[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.c, err = client.New(client.Config{Cluster: cl, ID: cl.Clients[0].ID, Key: key, Timeout: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tc.c.Close()
+		for _, r := range tc.reps {
+			if r != nil {
+				r.Stop()
+			}
+		}
+	})
+	return tc
+}
+
+// start runs replica i on its data directory with a fresh application.
+func (tc *testCluster) start(i int) {
+	tc.t.Helper()
+	key, err := tc.cl.LoadKey(&tc.cl.Replicas[i])
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.apps[i] = kvstore.New()
+	tc.reps[i], err = Start(Options{Cluster: tc.cl, ID: uint32(i), Key: key, App: tc.apps[i],
+		DataDir: filepath.Join(tc.dir, fmt.Sprintf("replica-%d.data", i))})
+	if err != nil {
+		tc.t.Fatalf("start replica %d: %v", i, err)
+	}
+}
+
+func (tc *testCluster) puts(from, to int) {
+	tc.t.Helper()
+	for k := from; k < to; k++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := tc.c.Invoke(ctx, kvstore.Put(fmt.Sprintf("k%d", k%7), fmt.Appendf(nil, "v%d", k)))
+		cancel()
+		if err != nil {
+			tc.t.Fatalf("put %d: %v", k, err)
+		}
+		if r, err := kvstore.DecodeResult(res.Value); err != nil || !r.OK {
+			tc.t.Fatalf("put %d: %+v %v", k, r, err)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A replica process that stops and starts again on its data directory resumes from its
+// records (its stable checkpoint, restored into a fresh application), catches up, and
+// ends with the same state as the others.
+func TestReplicaRestartsFromItsDataDirAndCatchesUp(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.puts(0, 30)
+	if err := tc.reps[2].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tc.reps[2] = nil
+	tc.puts(30, 60)
+	tc.start(2)
+	if st := tc.reps[2].Status(); st.LowMark == 0 || st.LowMark%8 != 0 {
+		t.Fatalf("restarted replica at %+v: want a stable checkpoint from its records", st)
+	}
+	tc.puts(60, 90)
+	waitFor(t, 30*time.Second, "the restarted replica to catch up", func() bool {
+		e := tc.reps[0].Status().Executed
+		for _, r := range tc.reps {
+			if r.Status().Executed != e {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range tc.reps {
+		if err := r.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := tc.apps[0].Snapshot()
+	for i, a := range tc.apps {
+		got, _ := a.Snapshot()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("replica %d's state differs from replica 0's", i)
+		}
+	}
+}
+
+// The records on disk are compacted at stable checkpoints: what a replica keeps stays
+// bounded by the log window however long it runs.
+func TestRecordsOnDiskStayBounded(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.puts(0, 120)
+	for i, r := range tc.reps {
+		r.Stop()
+		tc.reps[i] = nil
+	}
+	for i := range tc.reps {
+		s := tc.openStore(i)
+		// Per seq in the window: a pre-prepare, own prepare and commit, a certificate,
+		// a checkpoint vote; plus the stable checkpoint and view records.
+		if n := s.Len(); n > 5*32+8 {
+			t.Fatalf("replica %d keeps %d records after 120 requests", i, n)
+		}
+		s.Close()
+	}
+}
+
+func (tc *testCluster) openStore(i int) interface {
+	Len() int
+	Close() error
+} {
+	tc.t.Helper()
+	s, err := store.Open(filepath.Join(tc.dir, fmt.Sprintf("replica-%d.data", i)), store.DefaultOptions())
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	return s
+}
