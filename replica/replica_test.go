@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/client"
 	"github.com/pbftkit/pbft/network/cluster"
@@ -179,4 +181,28 @@ func (tc *testCluster) openStore(i int) interface {
 		tc.t.Fatal(err)
 	}
 	return s
+}
+
+// The Prometheus collector reports the replica's position and counters.
+func TestCollectorReportsPositionAndCounters(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.puts(0, 10)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(tc.reps[0].Collector()); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[f.GetName()] += v
+		}
+	}
+	if got["pbft_executed_seq"] < 1 || got["pbft_requests_executed_total"] < 10 || got["pbft_view_active"] != 1 || got["pbft_network_total"] == 0 {
+		t.Fatalf("collected %v", got)
+	}
 }

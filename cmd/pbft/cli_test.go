@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,9 +76,14 @@ func TestFourProcessClusterServesClientPutAndGet(t *testing.T) {
 	cfg := filepath.Join(dir, "cluster.yaml")
 	var procs []*exec.Cmd
 	var logs []*bytes.Buffer
+	metrics := fmt.Sprintf("127.0.0.1:%d", freeBase(t, 1))
 	for i := 0; i < 4; i++ {
 		var buf bytes.Buffer
-		p := exec.Command(bin, "replica", "--config", cfg, "--id", fmt.Sprint(i))
+		args := []string{"replica", "--config", cfg, "--id", fmt.Sprint(i)}
+		if i == 0 {
+			args = append(args, "--metrics", metrics)
+		}
+		p := exec.Command(bin, args...)
 		p.Stdout, p.Stderr = &buf, &buf
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
@@ -112,6 +119,15 @@ func TestFourProcessClusterServesClientPutAndGet(t *testing.T) {
 	}
 	if out, _, err := pbftCmd(bin, "client", "--config", cfg, "get", "colour"); err != nil || strings.TrimSpace(out) != "(not found)" {
 		t.Fatalf("get after delete: %v %q", err, out)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `pbft_requests_executed_total{replica="0"}`) {
+		t.Fatalf("metrics lack the replica's counters:\n%.2000s", body)
 	}
 	for i, p := range procs {
 		p.Process.Signal(syscall.SIGTERM)

@@ -2,10 +2,17 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +27,7 @@ func newReplicaCmd() *cobra.Command {
 		id       int
 		data     string
 		logLevel string
+		metrics  string
 	)
 	cmd := &cobra.Command{
 		Use:   "replica --config DIR/cluster.yaml --id I",
@@ -53,6 +61,19 @@ func newReplicaCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if metrics != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(r.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				ln, err := net.Listen("tcp", metrics)
+				if err != nil {
+					r.Stop()
+					return fmt.Errorf("--metrics: %w", err)
+				}
+				srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+				defer srv.Close()
+				log.Info("serving Prometheus metrics on http://" + ln.Addr().String() + "/metrics")
+			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 			select {
@@ -68,5 +89,6 @@ func newReplicaCmd() *cobra.Command {
 	f.IntVar(&id, "id", -1, "this replica's id")
 	f.StringVar(&data, "data", "", "data directory for the replica's durable records (default: replica-ID.data beside cluster.yaml)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9100)")
 	return cmd
 }
