@@ -283,13 +283,19 @@ func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
 		r.dropInput("malformed frame", from, zap.Error(err))
 		return
 	}
-	// A replica relays client requests to the primary; anything else it sends is its
-	// own, and its stream says who it is.
-	if env.Msg.Type != pbft.MsgRequest && env.Msg.From != uint32(rid) {
+	// Replicas relay what others signed: client requests (to the primary), the
+	// CHECKPOINTs of a stable proof (to a laggard) and the NEW-VIEW (to a replica left
+	// in an older view). Anything else a replica sends is its own, and its stream says
+	// who it is.
+	if !relayed(env.Msg.Type) && env.Msg.From != uint32(rid) {
 		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
 		return
 	}
 	r.enqueue(env, from)
+}
+
+func relayed(t pbft.MsgType) bool {
+	return t == pbft.MsgRequest || t == pbft.MsgCheckpoint || t == pbft.MsgNewView
 }
 
 func (r *Replica) onClientFrame(from peer.ID, frame []byte) {
