@@ -187,6 +187,8 @@ func (tc *testCluster) openStore(i int) interface {
 func TestCollectorReportsPositionAndCounters(t *testing.T) {
 	tc := newTestCluster(t)
 	tc.puts(0, 10)
+	// f+1 replies complete a request: replica 0 may still be executing the last one.
+	waitFor(t, 10*time.Second, "replica 0 to execute 10 requests", func() bool { return tc.reps[0].Metrics().Requests.Load() >= 10 })
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(tc.reps[0].Collector()); err != nil {
 		t.Fatal(err)
