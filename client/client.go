@@ -157,8 +157,14 @@ func (c *Client) View() uint64 {
 
 // Invoke runs op on the replicated application and returns the result f+1 replicas
 // agree on. It returns early with ctx's error if ctx ends first; the request may still
-// execute (exactly once) after that.
+// execute (exactly once) after that. Operations above the cluster's op limit are
+// refused at once; results above its result limit never reach the client, so an
+// application must keep its results within it.
 func (c *Client) Invoke(ctx context.Context, op []byte) (Result, error) {
+	if len(op) > c.lim.MaxOpBytes {
+		// Replicas refuse it unread: waiting would only end with ctx.
+		return Result{}, fmt.Errorf("client %d: operation of %d bytes exceeds the %d-byte limit", c.id, len(op), c.lim.MaxOpBytes)
+	}
 	p, err := c.start(ctx)
 	if err != nil {
 		return Result{}, err

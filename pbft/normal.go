@@ -38,6 +38,7 @@ func (r *Replica) onRequest(m *RequestMsg) {
 	r.pendingSet[m.Digest] = true
 	r.pendingPer[req.Client]++
 	r.pending = append(r.pending, m)
+	r.pendingBytes += len(m.Request.Op)
 	r.maybePropose()
 }
 
@@ -46,7 +47,8 @@ func (r *Replica) onRequest(m *RequestMsg) {
 //
 // Every batch costs the same O(n²) signed votes whatever its size, so under load the
 // primary fills batches instead of sending many small ones: with k batches already in
-// flight, the next leaves only once it holds (k-1)/MaxInFlightBatches of a full batch.
+// flight, the next leaves only once it holds (k-1)/MaxInFlightBatches of a full batch,
+// in requests or in bytes.
 // A lightly loaded primary (at most one batch in flight) proposes at once, so requests
 // are not delayed waiting for company.
 func (r *Replica) maybePropose() {
@@ -55,7 +57,9 @@ func (r *Replica) maybePropose() {
 	}
 	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
 		r.nextSeq-r.executed < uint64(r.cfg.MaxInFlightBatches) {
-		if k := r.nextSeq - r.executed; k > 1 && uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchRequests) {
+		if k := r.nextSeq - r.executed; k > 1 &&
+			uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchRequests) &&
+			uint64(r.pendingBytes)*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchBytes) {
 			return
 		}
 		var batch []*RequestMsg
@@ -67,6 +71,7 @@ func (r *Replica) maybePropose() {
 				break
 			}
 			taken++
+			r.pendingBytes -= len(m.Request.Op)
 			delete(r.pendingSet, m.Digest)
 			if r.pendingPer[m.Request.Client]--; r.pendingPer[m.Request.Client] == 0 {
 				delete(r.pendingPer, m.Request.Client)
@@ -335,7 +340,9 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 // sendEntry sends this replica's part of an entry to one replica: the pre-prepare and
 // its batch if it is the primary, and its own prepare and commit if it sent them.
 func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
-	if primary {
+	if primary && e.hasBatch {
+		// Without its batch a pre-prepare does not verify: a peer lacking it gets the
+		// NEW-VIEW it came from, and fetches the batch like us.
 		r.sendTo(to, e.envelope())
 	}
 	if v := &e.prepares[r.id]; v.has {

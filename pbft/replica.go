@@ -67,9 +67,10 @@ type Replica struct {
 
 	// pending is the primary's queue of requests not yet assigned a sequence number;
 	// pendingPer counts them per client, which bounds the queue.
-	pending    []*RequestMsg
-	pendingSet map[crypto.Digest]bool
-	pendingPer map[ClientID]int
+	pending      []*RequestMsg
+	pendingBytes int // of the operations in pending
+	pendingSet   map[crypto.Digest]bool
+	pendingPer   map[ClientID]int
 	// inflight are the requests in batches assigned but not yet executed.
 	inflight map[crypto.Digest]bool
 

@@ -289,3 +289,45 @@ func TestReplicaRestartedInAViewChangeGivesUpOnItInTime(t *testing.T) {
 		t.Fatalf("a replica alone went on to view %d", v)
 	}
 }
+
+// The whole cluster crashes after a view change whose NEW-VIEW re-proposed prepared
+// batches, and restarts from compacted records: the re-proposed batches' requests must
+// still be on someone's disk, or their committed digests could never execute.
+func TestWholeClusterRestartsAfterAViewChangeFromCompactedRecords(t *testing.T) {
+	c := newCluster(t, 4, vcTicks(10))
+	// n=5..10 prepare in view 0 but commit only in view 1, re-proposed by its NEW-VIEW.
+	c.dropIf = func(m tMsg) bool { i := m.info(); return i.Type == MsgCommit && i.View == 0 && i.Seq >= 5 }
+	c.submitAndRun(c.requests(10, 5, "x")...)
+	for i := range c.n {
+		c.reps[i].startViewChange(1)
+		c.process(i)
+	}
+	c.run()
+	if !c.allExecuted(10, c.all()...) {
+		t.Fatalf("setup: n=1..10 not executed in view 1:%s", c.debug())
+	}
+	for i := range c.n {
+		if len(c.records[i]) >= len(c.allRecords[i]) {
+			t.Fatalf("setup: replica %d compacted nothing", i)
+		}
+		c.crash(i)
+	}
+	c.queue = nil
+	c.dropIf = nil
+	for i := range c.n {
+		c.restart(i)
+		for n := c.reps[i].h + 1; n <= 10; n++ {
+			if e := c.reps[i].log[n]; e == nil || !e.hasBatch {
+				t.Fatalf("replica %d restarted without the batch of n=%d:%s", i, n, c.reps[i].debugString())
+			}
+		}
+	}
+	more := c.request(6, "after")
+	for i := range c.n {
+		c.submit(i, more)
+	}
+	if !c.runUntil(200, func() bool { return c.allExecuted(11, c.all()...) }) {
+		t.Fatalf("the restarted cluster is stuck:%s", c.debug())
+	}
+	c.requireAgreement(c.all()...)
+}

@@ -537,6 +537,7 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 				r.pendingSet[m.Digest] = true
 				r.pendingPer[m.Request.Client]++
 				r.pending = append(r.pending, m)
+				r.pendingBytes += len(m.Request.Op)
 			}
 		}
 		r.maybePropose()
@@ -574,6 +575,7 @@ func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
 	r.log[n] = e
 	e.pp, e.digest = pp, pp.PrePrepare.Digest
 	r.attachBatch(e)
+	r.persistBatch(e)
 	for _, m := range e.batch {
 		r.inflight[m.Digest] = true
 	}
@@ -581,6 +583,16 @@ func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
 		r.prepareEntry(e)
 	}
 	r.check(e)
+}
+
+// persistBatch records a re-proposed entry's pre-prepare with the batch it was given
+// from memory or a peer: the records it came from (a pre-prepare of an older view) go
+// at the next compaction, and a restarted cluster must not be left with a committed
+// digest whose requests nobody holds.
+func (r *Replica) persistBatch(e *entry) {
+	if e.hasBatch && e.digest != nullDigest {
+		r.persistMsg(e.envelope(), e.view, e.seq)
+	}
 }
 
 // applyDeferred enters the NEW-VIEW pre-prepares the window now covers.
@@ -677,6 +689,7 @@ func (r *Replica) onBatchReply(m *BatchReplyMsg) {
 		if e := r.log[n]; e != nil && e.pp != nil && !e.hasBatch && e.digest == d {
 			e.batch, e.hasBatch = m.Batch, true
 			r.rememberBatch(n, d, m.Batch)
+			r.persistBatch(e)
 		}
 	}
 	r.tryExecute()

@@ -77,7 +77,14 @@ func (e *executor) run(quit <-chan struct{}) {
 	}
 }
 
-func (e *executor) apply(it execItem) (*pbft.Executed, error) {
+func (e *executor) apply(it execItem) (ex *pbft.Executed, err error) {
+	defer func() {
+		// An application must not panic (app.Application); if it does, the replica
+		// stops with the reason instead of taking the process down.
+		if p := recover(); p != nil {
+			ex, err = nil, fmt.Errorf("application panicked: %v", p)
+		}
+	}()
 	if it.install != nil {
 		if err := e.app.Restore(it.install.App); err != nil {
 			return nil, fmt.Errorf("restore checkpoint n=%d: %w", it.install.Seq, err)
@@ -85,7 +92,7 @@ func (e *executor) apply(it execItem) (*pbft.Executed, error) {
 		return nil, nil
 	}
 	b := it.batch
-	ex := &pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
+	ex = &pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
 	for i, m := range b.Requests {
 		ex.Results[i] = e.app.Execute(m.Request.Op)
 	}

@@ -199,10 +199,38 @@ func Check(path string, f *File) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fail("protocol", "%v", err)
 	}
-	if f.Protocol.MaxBatchBytes+(1<<12) > f.Protocol.MaxFrameBytes {
-		return nil, fail("protocol.max_frame_bytes", "%d cannot carry a batch of max_batch_bytes %d", f.Protocol.MaxFrameBytes, f.Protocol.MaxBatchBytes)
+	if need, what := WorstCaseFrame(scheme, n, f.Protocol); need > f.Protocol.MaxFrameBytes {
+		return nil, fail("protocol.max_frame_bytes", "%d bytes cannot carry %s (up to %d bytes with %s and n=%d); raise it to at least %d",
+			f.Protocol.MaxFrameBytes, what, need, scheme.Name(), n, need)
 	}
 	return c, nil
+}
+
+// signedOverhead bounds what a signed message adds to its signature: type, sender,
+// a body of a view, a seq and a digest, and CBOR framing.
+const signedOverhead = 96
+
+// WorstCaseFrame is the largest frame a cluster of n replicas with these settings may
+// have to send, and which message it is: a NEW-VIEW carrying 2f+1 VIEW-CHANGEs, each
+// with a stable proof and a prepared certificate for every seq of the log window; a
+// PRE-PREPARE with a full batch; or a STATE-RESPONSE chunk with its proof. With the
+// post-quantum schemes' 2.4 KB signatures a NEW-VIEW is the big one.
+func WorstCaseFrame(s *crypto.Scheme, n int, p Protocol) (int, string) {
+	sig := s.SignatureSize() + signedOverhead
+	q := (n-1)/3*2 + 1 // 2f+1
+	cert := (1 + (q - 1)) * sig
+	vc := int(p.LogWindow)*cert + q*sig + sig
+	newView := q*vc + int(p.LogWindow)*sig + sig
+	prePrepare := p.MaxBatchBytes + p.BatchSize*sig + sig
+	state := p.StateChunkBytes + q*sig + sig
+	best, what := newView, "a NEW-VIEW"
+	if prePrepare > best {
+		best, what = prePrepare, "a PRE-PREPARE with a full batch"
+	}
+	if state > best {
+		best, what = state, "a state chunk"
+	}
+	return best + 4<<10, what
 }
 
 func member(fail func(string, string, ...any) error, field string, nd *Node, scheme *crypto.Scheme, dir string, replica bool) (*Member, error) {
@@ -268,11 +296,15 @@ func (c *Cluster) KeyRing() *pbft.PublicKeyRing {
 	return ring
 }
 
-// Limits are the decoding limits matching the protocol settings.
+// Limits are the decoding limits matching the protocol settings: a NEW-VIEW of n
+// replicas over the whole log window must decode.
 func (c *Cluster) Limits() pbft.Limits {
 	lim := pbft.DefaultLimits()
 	lim.MaxMessageBytes = max(lim.MaxMessageBytes, c.Protocol.MaxFrameBytes)
 	lim.MaxBatchRequests = max(lim.MaxBatchRequests, c.Protocol.BatchSize)
+	lim.MaxReplicas = max(lim.MaxReplicas, len(c.Replicas))
+	lim.MaxPrepared = max(lim.MaxPrepared, int(c.Protocol.LogWindow))
+	lim.MaxStateBytes = max(lim.MaxStateBytes, c.Protocol.StateChunkBytes)
 	return lim
 }
 

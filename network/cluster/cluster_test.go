@@ -149,3 +149,27 @@ func TestKeyFileNotMatchingTheConfigIsRejected(t *testing.T) {
 		t.Fatalf("missing key file: %v", err)
 	}
 }
+
+// Frames must carry the largest message the settings allow: init sizes them for the
+// scheme, and a config whose NEW-VIEW could not be sent is refused.
+func TestFrameSizeCarriesTheWorstCaseNewView(t *testing.T) {
+	_, path, f := generated(t, "ML-DSA-44")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	need, what := WorstCaseFrame(c.Scheme, 4, c.Protocol)
+	if c.Protocol.MaxFrameBytes < need || what != "a NEW-VIEW" {
+		t.Fatalf("ML-DSA-44 cluster frames %d bytes, %s needs %d", c.Protocol.MaxFrameBytes, what, need)
+	}
+	if lim := c.Limits(); lim.MaxMessageBytes < c.Protocol.MaxFrameBytes || lim.MaxPrepared < int(c.Protocol.LogWindow) {
+		t.Fatalf("limits %+v do not admit the frames the settings allow", lim)
+	}
+	f.Protocol.MaxFrameBytes = 4 << 20
+	raw, _ := yaml.Marshal(f)
+	small := filepath.Join(t.TempDir(), "small.yaml")
+	os.WriteFile(small, raw, 0o644)
+	if _, err := Load(small); err == nil || !strings.Contains(err.Error(), "protocol.max_frame_bytes") || !strings.Contains(err.Error(), "NEW-VIEW") {
+		t.Fatalf("4 MiB frames with ML-DSA-44 and a 256 window: %v", err)
+	}
+}

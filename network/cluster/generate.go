@@ -69,6 +69,10 @@ func Generate(dir string, o GenerateOptions) (string, error) {
 	if ip.To4() == nil {
 		ipProto = "ip6"
 	}
+	if need, _ := WorstCaseFrame(scheme, o.Replicas, o.Protocol); need > o.Protocol.MaxFrameBytes {
+		// Post-quantum signatures make certificates big: size frames to carry them.
+		o.Protocol.MaxFrameBytes = (need + need/4 + 1<<20 - 1) &^ (1<<20 - 1)
+	}
 	f := &File{Cluster: o.Name, Scheme: scheme.Name(), Protocol: o.Protocol}
 	node := func(kind string, id uint32) (Node, error) {
 		k, err := scheme.GenerateKey(rand.Reader)
