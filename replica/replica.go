@@ -41,6 +41,11 @@ type Options struct {
 	// keeps them in memory: a restarted process then starts from nothing, which is only
 	// safe in tests and demos.
 	DataDir string
+	// NoSync skips the fsync of each record write. Records still reach the operating
+	// system before any message that depends on them leaves, so a crash of the replica
+	// process loses nothing; a crash of the machine may lose the last writes, and a
+	// replica restarted on them could contradict what it sent. Off by default.
+	NoSync bool
 	// Listen overrides the address the cluster lists for this replica.
 	Listen []string
 	// Verifiers is the number of signature-verification workers (0: one per CPU).
@@ -169,7 +174,7 @@ func (r *Replica) openStore() error {
 		r.store = &memStore{}
 		return nil
 	}
-	s, err := store.Open(r.opts.DataDir, store.Options{Sync: true, Logger: r.log})
+	s, err := store.Open(r.opts.DataDir, store.Options{Sync: !r.opts.NoSync, Logger: r.log})
 	if err != nil {
 		return fmt.Errorf("replica %d: data dir: %w", r.opts.ID, err)
 	}
@@ -407,12 +412,23 @@ func (r *Replica) handleReady() bool {
 		if rd.Empty() {
 			break
 		}
-		if len(rd.Persist) > 0 || rd.Stable != nil || len(rd.Messages) > 0 {
+		// Replies leave at once: they are unsigned, they report batches already
+		// committed by 2f+1 replicas, and no record of this replica vouches for them, so
+		// no crash can make one contradict anything. Everything else waits for its records.
+		msgs := rd.Messages[:0:0]
+		for i := range rd.Messages {
+			if rd.Messages[i].To.Kind == pbft.ToClient {
+				r.send(&rd.Messages[i])
+			} else {
+				msgs = append(msgs, rd.Messages[i])
+			}
+		}
+		if len(rd.Persist) > 0 || rd.Stable != nil || len(msgs) > 0 {
 			// Records become durable, then their messages leave, on the persister's
 			// goroutine: the loop goes on stepping while the disk syncs, and the next
 			// sync carries everything that arrived meanwhile (group commit).
 			select {
-			case r.persistQ <- persistItem{recs: rd.Persist, stable: rd.Stable, msgs: rd.Messages}:
+			case r.persistQ <- persistItem{recs: rd.Persist, stable: rd.Stable, msgs: msgs}:
 			case <-r.quit:
 				return false
 			}

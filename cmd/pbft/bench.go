@@ -29,6 +29,7 @@ type benchOptions struct {
 // benchReport is the outcome of `pbft bench`, printed as text or JSON.
 type benchReport struct {
 	Replicas    int     `json:"replicas"`
+	Fsync       bool    `json:"fsync"`
 	Scheme      string  `json:"scheme"`
 	Cores       int     `json:"cores"`
 	InFlight    int     `json:"requests_in_flight"`
@@ -105,6 +106,7 @@ Clients run in the same process and share the cores.`,
 	f.IntVar(&o.ValueBytes, "value-bytes", o.ValueBytes, "bytes per put value")
 	f.StringVar(&o.Scheme, "scheme", o.Scheme, "signature scheme: "+joinSchemes())
 	f.BoolVar(&o.JSON, "json", false, "print the report as JSON")
+	f.BoolVar(&o.NoSync, "no-fsync", false, "replicas write records to the OS without fsync (safe against process crashes, not machine crashes)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "replica log level")
 	return cmd
@@ -145,7 +147,7 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	if o.Concurrency < 1 || o.Duration <= 0 || o.ValueBytes < 0 {
 		return nil, errors.New("--concurrency, --duration, --value-bytes: out of range")
 	}
-	rep := &benchReport{Replicas: o.Replicas, Scheme: o.Scheme, Cores: runtime.NumCPU(), ValueBytes: o.ValueBytes,
+	rep := &benchReport{Replicas: o.Replicas, Fsync: !o.NoSync, Scheme: o.Scheme, Cores: runtime.NumCPU(), ValueBytes: o.ValueBytes,
 		InFlight: o.Clients * o.Concurrency}
 	var err error
 	fmt.Fprintln(progress, "measuring signature costs...")
@@ -214,7 +216,11 @@ func (lc *localCluster) executed() (batches, requests uint64) {
 }
 
 func printBench(w io.Writer, r *benchReport) {
-	fmt.Fprintf(w, "%d replicas, %s, %d cores, %d requests in flight, %d-byte values\n", r.Replicas, r.Scheme, r.Cores, r.InFlight, r.ValueBytes)
+	sync := "records fsynced before sending"
+	if !r.Fsync {
+		sync = "records written without fsync"
+	}
+	fmt.Fprintf(w, "%d replicas, %s, %d cores, %d requests in flight, %d-byte values, %s\n", r.Replicas, r.Scheme, r.Cores, r.InFlight, r.ValueBytes, sync)
 	fmt.Fprintf(w, "  signature cost        sign %.1f µs, verify %.1f µs\n", r.SignMicros, r.VerifyMicro)
 	fmt.Fprintf(w, "  mean batch            %.1f requests\n", r.MeanBatch)
 	fmt.Fprintf(w, "  crypto ceiling        %.0f req/s\n", r.CeilingRPS)

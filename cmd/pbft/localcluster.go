@@ -40,6 +40,7 @@ type clusterOptions struct {
 	Scheme            string
 	Dir               string // "" = a temporary directory, removed by close
 	LogLevel          string
+	NoSync            bool // records reach the OS, not the disk, before messages leave
 }
 
 func freePorts(n int) ([]string, error) {
@@ -103,7 +104,7 @@ func startLocalCluster(o clusterOptions) (lc *localCluster, err error) {
 			return nil, err
 		}
 		lc.reps[i], err = replica.Start(replica.Options{Cluster: lc.cl, ID: uint32(i), Key: key, App: kvstore.New(),
-			DataDir: fmt.Sprintf("%s/replica-%d.data", lc.dir, i), Logger: lc.log})
+			DataDir: fmt.Sprintf("%s/replica-%d.data", lc.dir, i), NoSync: o.NoSync, Logger: lc.log})
 		if err != nil {
 			return nil, err
 		}

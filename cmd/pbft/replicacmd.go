@@ -28,6 +28,7 @@ func newReplicaCmd() *cobra.Command {
 		data     string
 		logLevel string
 		metrics  string
+		noSync   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replica --config DIR/cluster.yaml --id I",
@@ -57,7 +58,7 @@ func newReplicaCmd() *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			r, err := replica.Start(replica.Options{Cluster: cl, ID: uint32(id), Key: key, App: kvstore.New(), DataDir: data, Logger: log})
+			r, err := replica.Start(replica.Options{Cluster: cl, ID: uint32(id), Key: key, App: kvstore.New(), DataDir: data, NoSync: noSync, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -89,6 +90,7 @@ func newReplicaCmd() *cobra.Command {
 	f.IntVar(&id, "id", -1, "this replica's id")
 	f.StringVar(&data, "data", "", "data directory for the replica's durable records (default: replica-ID.data beside cluster.yaml)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&noSync, "no-fsync", false, "write records to the OS without fsync: safe against crashes of this process, not of the machine")
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9100)")
 	return cmd
 }
