@@ -1,7 +1,9 @@
 SHELL := /bin/bash
-# The one test command: formatting, vet, every test under the race detector, then the
-# full seed sweeps of the simulator without it (500 seeds per backup strategy, 300 per
-# strategy as primary, 250 each for seven replicas).
+# The one test command: formatting, vet, every test under the race detector (clusters
+# over real libp2p and a four-process CLI cluster among them), then the full seed sweeps
+# of the simulator without it (500 seeds per backup strategy, 300 per strategy as
+# primary, 250 each for seven replicas and for three crashes a seed, 125 each with a
+# deep pipeline).
 GO ?= go
 SWEEP_SEEDS ?= 500
 

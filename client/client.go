@@ -123,7 +123,7 @@ func New(cfg Config) (*Client, error) {
 		allow = append(allow, r.PeerID)
 		c.replica[r.PeerID] = pbft.ReplicaID(r.ID)
 	}
-	h, err := network.New(network.Config{Identity: ident, Allow: allow, MaxFrame: c.cl.Protocol.MaxFrameBytes, Logger: cfg.Logger})
+	h, err := network.New(network.Config{Identity: ident, Allow: allow, QUIC: c.cl.UsesQUIC(), MaxFrame: c.cl.Protocol.MaxFrameBytes, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

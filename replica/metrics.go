@@ -12,6 +12,10 @@ type Metrics struct {
 	StableSeq atomic.Uint64 // the last stable checkpoint
 	Batches   atomic.Uint64 // batches executed
 	Requests  atomic.Uint64 // requests executed (repeats answered from the cache excluded)
+	// Persists and PersistNanos count the durable writes of records (one per group
+	// commit) and the time they took: the disk's share of every protocol phase.
+	Persists     atomic.Uint64
+	PersistNanos atomic.Uint64
 
 	mu    sync.Mutex
 	drops map[string]uint64

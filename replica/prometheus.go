@@ -21,13 +21,15 @@ var (
 	descLog  = prometheus.NewDesc("pbft_log_entries", "Entries in the replica's message log.", labels, nil)
 	descBat  = prometheus.NewDesc("pbft_batches_executed_total", "Batches executed.", labels, nil)
 	descReq  = prometheus.NewDesc("pbft_requests_executed_total", "Client requests executed.", labels, nil)
+	descPer  = prometheus.NewDesc("pbft_persist_total", "Durable writes of records (group commits).", labels, nil)
+	descPerS = prometheus.NewDesc("pbft_persist_seconds_total", "Time spent in durable writes of records.", labels, nil)
 	descIn   = prometheus.NewDesc("pbft_frames_accepted_total", "Frames accepted for verification.", labels, nil)
 	descDrop = prometheus.NewDesc("pbft_dropped_total", "Input dropped, by reason (Byzantine or malformed input, overload).", append(labels, "reason"), nil)
 	descNet  = prometheus.NewDesc("pbft_network_total", "Transport counters: frames and bytes in and out, queue drops, oversized frames, refused peers, reconnections.", append(labels, "counter"), nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descView, descAct, descExec, descLow, descLog, descBat, descReq, descIn, descDrop, descNet} {
+	for _, d := range []*prometheus.Desc{descView, descAct, descExec, descLow, descLog, descBat, descReq, descPer, descPerS, descIn, descDrop, descNet} {
 		ch <- d
 	}
 }
@@ -54,6 +56,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBat, r.metrics.Batches.Load())
 	counter(descReq, r.metrics.Requests.Load())
 	counter(descIn, r.metrics.FramesIn.Load())
+	counter(descPer, r.metrics.Persists.Load())
+	ch <- prometheus.MustNewConstMetric(descPerS, prometheus.CounterValue, float64(r.metrics.PersistNanos.Load())/1e9, id)
 	for reason, n := range r.metrics.Drops() {
 		counter(descDrop, n, reason)
 	}

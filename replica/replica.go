@@ -225,7 +225,7 @@ func (r *Replica) startHost(me *cluster.Member) error {
 	if len(listen) == 0 {
 		listen = []string{me.Addr.String()}
 	}
-	h, err := network.New(network.Config{Identity: ident, Listen: listen, Allow: allow,
+	h, err := network.New(network.Config{Identity: ident, Listen: listen, Allow: allow, QUIC: r.cl.UsesQUIC(),
 		MaxFrame: r.cl.Protocol.MaxFrameBytes, Logger: r.log})
 	if err != nil {
 		return fmt.Errorf("replica %d: listen on %v: %w", r.opts.ID, listen, err)
@@ -494,7 +494,11 @@ func (r *Replica) persist() {
 			stable = stable || items[i].stable != nil
 		}
 		if len(recs) > 0 {
-			if err := r.store.Append(recs); err != nil {
+			t0 := time.Now()
+			err := r.store.Append(recs)
+			r.metrics.Persists.Add(1)
+			r.metrics.PersistNanos.Add(uint64(time.Since(t0).Nanoseconds()))
+			if err != nil {
 				// Sending what is not durable could make this replica contradict itself
 				// after a crash: stop instead.
 				r.fail(fmt.Errorf("persist: %w", err))

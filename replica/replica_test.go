@@ -26,10 +26,21 @@ type testCluster struct {
 	c    *client.Client
 }
 
-func newTestCluster(t *testing.T) *testCluster {
+func newTestCluster(t *testing.T) *testCluster { return newTestClusterOn(t, false) }
+
+func newTestClusterOn(t *testing.T, quic bool) *testCluster {
 	t.Helper()
 	var addrs []string
 	for i := 0; i < 4; i++ {
+		if quic {
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", c.LocalAddr().(*net.UDPAddr).Port))
+			c.Close()
+			continue
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -207,4 +218,13 @@ func TestCollectorReportsPositionAndCounters(t *testing.T) {
 	if got["pbft_executed_seq"] < 1 || got["pbft_requests_executed_total"] < 10 || got["pbft_view_active"] != 1 || got["pbft_network_total"] == 0 {
 		t.Fatalf("collected %v", got)
 	}
+}
+
+// A cluster whose replicas listen on QUIC serves clients like one on TCP.
+func TestClusterServesOverQUIC(t *testing.T) {
+	tc := newTestClusterOn(t, true)
+	if !tc.cl.UsesQUIC() {
+		t.Fatal("the cluster does not use QUIC")
+	}
+	tc.puts(0, 20)
 }

@@ -39,21 +39,26 @@ type benchReport struct {
 	MeanBatch   float64 `json:"mean_batch_requests"`
 	// CeilingRPS is the crypto ceiling: cores / (client sign + n verifies per request
 	// + the per-batch protocol signatures and verifications divided by the batch size).
-	CeilingRPS    float64 `json:"crypto_ceiling_rps"`
-	PeakRPS       float64 `json:"peak_rps"`
-	OfCeiling     float64 `json:"peak_of_ceiling"`
-	PeakP50Ms     float64 `json:"peak_p50_ms"`
-	PeakP99Ms     float64 `json:"peak_p99_ms"`
-	CPUPercent    float64 `json:"cpu_percent"` // of one core, whole process (replicas and clients)
-	HalfRPS       float64 `json:"half_load_rps"`
-	HalfP50Ms     float64 `json:"half_load_p50_ms"`
-	HalfP99Ms     float64 `json:"half_load_p99_ms"`
-	RSSStartMiB   float64 `json:"rss_start_mib"`
-	RSSEndMiB     float64 `json:"rss_end_mib"`
-	Failed        int64   `json:"requests_failed"`
-	Mismatches    int64   `json:"mismatches"`
-	StableSeqEnd  uint64  `json:"stable_checkpoint_end"`
-	PeakDurationS float64 `json:"peak_seconds"`
+	CeilingRPS  float64 `json:"crypto_ceiling_rps"`
+	PeakRPS     float64 `json:"peak_rps"`
+	OfCeiling   float64 `json:"peak_of_ceiling"`
+	PeakP50Ms   float64 `json:"peak_p50_ms"`
+	PeakP99Ms   float64 `json:"peak_p99_ms"`
+	CPUPercent  float64 `json:"cpu_percent"` // of one core, whole process (replicas and clients)
+	PersistMs   float64 `json:"persist_ms"`  // mean durable write of a group of records during the peak
+	HalfRPS     float64 `json:"half_load_rps"`
+	HalfP50Ms   float64 `json:"half_load_p50_ms"`
+	HalfP99Ms   float64 `json:"half_load_p99_ms"`
+	RSSStartMiB float64 `json:"rss_start_mib"`
+	RSSEndMiB   float64 `json:"rss_end_mib"`
+	// RSSSamplesMiB and HeapSamplesMiB are taken every tenth of the peak run: flat
+	// once warm means memory is bounded (checkpoints garbage-collect the logs).
+	RSSSamplesMiB  []float64 `json:"rss_samples_mib"`
+	HeapSamplesMiB []float64 `json:"go_heap_samples_mib"`
+	Failed         int64     `json:"requests_failed"`
+	Mismatches     int64     `json:"mismatches"`
+	StableSeqEnd   uint64    `json:"stable_checkpoint_end"`
+	PeakDurationS  float64   `json:"peak_seconds"`
 }
 
 func newBenchCmd() *cobra.Command {
@@ -163,11 +168,35 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	fmt.Fprintln(progress, "warming up...")
 	lc.run(ctx, workload{Concurrency: o.Concurrency, Duration: time.Second, ValueBytes: o.ValueBytes})
 	b0, q0 := lc.executed()
+	p0, pn0 := lc.persists()
 	rep.RSSStartMiB = float64(rssBytes()) / (1 << 20)
 	fmt.Fprintf(progress, "peak: %d clients x %d in flight for %s\n", o.Clients, o.Concurrency, o.Duration)
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(o.Duration / 10)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				rep.RSSSamplesMiB = append(rep.RSSSamplesMiB, float64(rssBytes()>>20))
+				rep.HeapSamplesMiB = append(rep.HeapSamplesMiB, float64(ms.HeapInuse>>20))
+			}
+		}
+	}()
 	peak := lc.run(ctx, workload{Concurrency: o.Concurrency, Duration: o.Duration, ValueBytes: o.ValueBytes, Progress: progress})
+	close(stopSampling)
+	<-sampled
 	rep.RSSEndMiB = float64(rssBytes()) / (1 << 20)
 	b1, q1 := lc.executed()
+	if p1, pn1 := lc.persists(); p1 > p0 {
+		rep.PersistMs = float64(pn1-pn0) / float64(p1-p0) / 1e6
+	}
 	rep.PeakRPS, rep.PeakP50Ms, rep.PeakP99Ms = peak.throughput(), peak.ms(50), peak.ms(99)
 	rep.PeakDurationS = peak.Elapsed.Seconds()
 	rep.CPUPercent = 100 * peak.CPU.Seconds() / peak.Elapsed.Seconds()
@@ -199,6 +228,17 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	return rep, nil
 }
 
+// persists sums the durable writes of live replicas and the nanoseconds they took.
+func (lc *localCluster) persists() (count, nanos uint64) {
+	for _, r := range lc.reps {
+		if r != nil {
+			count += r.Metrics().Persists.Load()
+			nanos += r.Metrics().PersistNanos.Load()
+		}
+	}
+	return count, nanos
+}
+
 // executed sums, over live replicas, the batches and requests executed, divided by n.
 func (lc *localCluster) executed() (batches, requests uint64) {
 	live := uint64(0)
@@ -222,12 +262,13 @@ func printBench(w io.Writer, r *benchReport) {
 	}
 	fmt.Fprintf(w, "%d replicas, %s, %d cores, %d requests in flight, %d-byte values, %s\n", r.Replicas, r.Scheme, r.Cores, r.InFlight, r.ValueBytes, sync)
 	fmt.Fprintf(w, "  signature cost        sign %.1f µs, verify %.1f µs\n", r.SignMicros, r.VerifyMicro)
-	fmt.Fprintf(w, "  mean batch            %.1f requests\n", r.MeanBatch)
+	fmt.Fprintf(w, "  mean batch            %.1f requests; a durable write of records takes %.2f ms on average\n", r.MeanBatch, r.PersistMs)
 	fmt.Fprintf(w, "  crypto ceiling        %.0f req/s\n", r.CeilingRPS)
 	fmt.Fprintf(w, "  peak throughput       %.0f req/s (%.0f%% of the ceiling), p50 %.2f ms, p99 %.2f ms, CPU %.0f%%\n",
 		r.PeakRPS, 100*r.OfCeiling, r.PeakP50Ms, r.PeakP99Ms, r.CPUPercent)
 	fmt.Fprintf(w, "  at half load          %.0f req/s, p50 %.2f ms, p99 %.2f ms\n", r.HalfRPS, r.HalfP50Ms, r.HalfP99Ms)
 	fmt.Fprintf(w, "  resident memory       %.0f MiB at start of peak, %.0f MiB at end (all replicas and clients); stable checkpoint %d\n",
 		r.RSSStartMiB, r.RSSEndMiB, r.StableSeqEnd)
+	fmt.Fprintf(w, "  memory during peak    RSS %v MiB, Go heap in use %v MiB\n", r.RSSSamplesMiB, r.HeapSamplesMiB)
 	fmt.Fprintf(w, "  failed requests       %d\n", r.Failed)
 }

@@ -50,6 +50,7 @@ same cluster.yaml; each needs only its own key file.`,
 	f.IntVar(&o.BasePort, "base-port", 7000, "replica i listens on port base-port+i")
 	f.StringVar(&o.Scheme, "scheme", crypto.DefaultScheme, "signature scheme: "+joinSchemes())
 	f.StringVar(&o.Name, "cluster", "pbft", "cluster name (signatures are bound to it)")
+	f.BoolVar(&o.QUIC, "quic", false, "replicas listen on QUIC (UDP) instead of TCP with Noise and yamux")
 	return cmd
 }
 

@@ -270,6 +270,17 @@ func member(fail func(string, string, ...any) error, field string, nd *Node, sch
 	return m, nil
 }
 
+// UsesQUIC reports whether some replica listens on QUIC: its nodes then need the QUIC
+// transport besides TCP.
+func (c *Cluster) UsesQUIC() bool {
+	for _, r := range c.Replicas {
+		if _, err := r.Addr.ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // PBFTConfig is the core's configuration for replica id, from the protocol settings.
 func (c *Cluster) PBFTConfig(id pbft.ReplicaID, s pbft.Signer) pbft.Config {
 	cfg := pbft.DefaultConfig(id, len(c.Replicas), s)

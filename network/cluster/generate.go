@@ -23,6 +23,8 @@ type GenerateOptions struct {
 	Protocol Protocol
 	// Addrs, when set, are the replicas' listen multiaddrs instead of Host:BasePort+i.
 	Addrs []string
+	// QUIC makes the replicas listen on QUIC (UDP) instead of TCP.
+	QUIC bool
 }
 
 // FileName is the name Generate gives the cluster description.
@@ -95,6 +97,9 @@ func Generate(dir string, o GenerateOptions) (string, error) {
 			return "", err
 		}
 		nd.Address = fmt.Sprintf("/%s/%s/tcp/%d", ipProto, o.Host, o.BasePort+i)
+		if o.QUIC {
+			nd.Address = fmt.Sprintf("/%s/%s/udp/%d/quic-v1", ipProto, o.Host, o.BasePort+i)
+		}
 		if i < len(o.Addrs) {
 			nd.Address = o.Addrs[i]
 		}
