@@ -47,19 +47,20 @@ func (r *Replica) onRequest(m *RequestMsg) {
 //
 // Every batch costs the same O(n²) signed votes whatever its size, so under load the
 // primary fills batches instead of sending many small ones: with k batches already in
-// flight, the next leaves only once it holds (k-1)/MaxInFlightBatches of a full batch,
-// in requests or in bytes.
-// A lightly loaded primary (at most one batch in flight) proposes at once, so requests
-// are not delayed waiting for company.
+// flight, the next leaves only once it holds k/MaxInFlightBatches of a full batch, in
+// requests or in bytes, or when a batch in flight executes. An idle primary proposes
+// at once. Small batches cost more CPU per request than they save in waiting: on two
+// cores this rule gave both a higher peak and a lower latency at half of it than
+// proposing whenever a slot is free.
 func (r *Replica) maybePropose() {
 	if !r.isPrimary() || !r.active {
 		return
 	}
 	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
 		r.nextSeq-r.executed < uint64(r.cfg.MaxInFlightBatches) {
-		if k := r.nextSeq - r.executed; k > 1 &&
-			uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchRequests) &&
-			uint64(r.pendingBytes)*uint64(r.cfg.MaxInFlightBatches) < (k-1)*uint64(r.cfg.MaxBatchBytes) {
+		if k := r.nextSeq - r.executed; k > 0 &&
+			uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchRequests) &&
+			uint64(r.pendingBytes)*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchBytes) {
 			return
 		}
 		var batch []*RequestMsg

@@ -1060,8 +1060,8 @@ func TestPrimaryQueueIsBoundedPerClient(t *testing.T) {
 	}
 }
 
-// Under load the primary fills batches (each costs O(n²) votes whatever its size); with
-// at most one batch in flight it proposes at once.
+// Under load the primary fills batches (each costs O(n²) votes whatever its size); an
+// idle primary proposes at once.
 func TestPrimaryFillsBatchesUnderLoadButNotWhenIdle(t *testing.T) {
 	c := newCluster(t, 4, func(cfg *Config) { cfg.MaxInFlightBatches, cfg.MaxBatchRequests = 4, 8 })
 	c.holdIf = isType(MsgCommit) // nothing executes: batches stay in flight
@@ -1076,23 +1076,30 @@ func TestPrimaryFillsBatchesUnderLoadButNotWhenIdle(t *testing.T) {
 		return out
 	}
 	c.submitAndRun(reqs[0])
-	c.submitAndRun(reqs[1])
-	if got := sizes(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
-		t.Fatalf("with at most one batch in flight each request should leave at once: batches %v", got)
+	if got := sizes(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("an idle primary should propose a lone request at once: batches %v", got)
 	}
-	// Two in flight: the next needs (2-1)/4 of a batch of 8, so two requests.
+	// One in flight: the next needs 1/4 of a batch of 8, so two requests.
+	c.submitAndRun(reqs[1])
+	if got := sizes(); len(got) != 1 {
+		t.Fatalf("a lone request left with a batch in flight: batches %v", got)
+	}
 	c.submitAndRun(reqs[2])
+	if got := sizes(); len(got) != 2 || got[1] != 2 {
+		t.Fatalf("want a second batch of two requests: batches %v", got)
+	}
+	// Two in flight: a lone request waits again, until a batch executes.
+	c.submitAndRun(reqs[3])
 	if got := sizes(); len(got) != 2 {
 		t.Fatalf("a lone request left with two batches in flight: batches %v", got)
-	}
-	c.submitAndRun(reqs[3])
-	if got := sizes(); len(got) != 3 || got[2] != 2 {
-		t.Fatalf("want a third batch of two requests: batches %v", got)
 	}
 	c.holdIf = nil
 	c.release(nil)
 	if !c.runUntil(20, func() bool { return c.allExecuted(3, c.all()...) }) {
 		t.Fatalf("batches did not execute:%s", c.debug())
+	}
+	if got := sizes(); len(got) != 3 || got[2] != 1 {
+		t.Fatalf("the waiting request should leave once a batch executed: batches %v", got)
 	}
 	c.requireAgreement(c.all()...)
 }
