@@ -19,7 +19,7 @@ type demoOptions struct {
 }
 
 func newDemoCmd() *cobra.Command {
-	o := demoOptions{clusterOptions: clusterOptions{Replicas: 4, Clients: 8, Scheme: "Ed25519", LogLevel: "warn"},
+	o := demoOptions{clusterOptions: clusterOptions{Replicas: 4, Clients: 8, Scheme: "Ed25519", LogLevel: "error"},
 		Concurrency: 8, Duration: 6 * time.Second, Crash: true}
 	cmd := &cobra.Command{
 		Use:   "demo",
