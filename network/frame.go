@@ -33,11 +33,15 @@ func writeFrame(w *bufio.Writer, f []byte) error {
 
 // readFrame reads one length-prefixed frame of at most max bytes. The
 // declared length is checked before anything is allocated for it. The
-// returned slice is freshly allocated and belongs to the caller.
-func readFrame(r *bufio.Reader, max int) ([]byte, error) {
+// returned slice is freshly allocated and belongs to the caller. started, if
+// set, runs once the length is read (the caller sets a deadline for the rest).
+func readFrame(r *bufio.Reader, max int, started func()) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
+	}
+	if started != nil {
+		started()
 	}
 	size := uint64(binary.BigEndian.Uint32(hdr[:]))
 	if size > uint64(max) {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -38,8 +39,17 @@ const (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultMaxFrame = 4 << 20
-	DefaultQueueLen = 4096
+	DefaultMaxFrame   = 4 << 20
+	DefaultQueueLen   = 4096
+	DefaultQueueBytes = 64 << 20
+	// DefaultFrameTimeout bounds how long a frame may take to arrive once its
+	// length is read, and how long one flush may take: a peer that stops mid
+	// frame, or stops reading, loses its stream instead of pinning memory or a
+	// writer for ever.
+	DefaultFrameTimeout = 30 * time.Second
+	// MaxInboundStreams is how many streams one peer may hold open towards this
+	// host on one protocol; more are refused. A well-behaved peer needs one.
+	MaxInboundStreams = 4
 )
 
 // Buffer sizes of stream readers and writers: large enough to coalesce many
@@ -69,6 +79,15 @@ type Config struct {
 	// QueueLen is the capacity, in frames, of each (peer, protocol) send
 	// queue and of the loopback queue; 0 means DefaultQueueLen.
 	QueueLen int
+	// QueueBytes bounds the bytes queued for one (peer, protocol); 0 means
+	// DefaultQueueBytes. A peer that does not read cannot hold more.
+	QueueBytes int
+	// FrameTimeout is DefaultFrameTimeout when 0.
+	FrameTimeout time.Duration
+	// ProtocolPeers, when it lists a protocol, admits only those peers on it:
+	// clients may not open replica streams, for instance. Other protocols are
+	// open to every allowed peer.
+	ProtocolPeers map[protocol.ID][]peer.ID
 	// Logger receives the host's logs and go-libp2p's warnings and errors.
 	// nil means no logging.
 	Logger *zap.Logger
@@ -89,7 +108,13 @@ type Host struct {
 	allow    allowList
 	maxFrame int
 	queueLen int
-	stats    counters
+	// queueBytes and frameTimeout: see Config. protoPeers restricts who may use
+	// a protocol; inCount counts the inbound streams per (peer, protocol).
+	queueBytes   int
+	frameTimeout time.Duration
+	protoPeers   map[protocol.ID]allowList
+	inCount      map[streamKey]int
+	stats        counters
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -153,15 +178,26 @@ func New(cfg Config) (*Host, error) {
 	routeLibp2pLogs(cfg.Logger)
 
 	h := &Host{
-		id:       id,
-		log:      log,
-		allow:    make(allowList, len(cfg.Allow)),
-		maxFrame: cmp.Or(cfg.MaxFrame, DefaultMaxFrame),
-		queueLen: cmp.Or(cfg.QueueLen, DefaultQueueLen),
-		dialable: make(map[peer.ID]bool),
-		senders:  make(map[streamKey]*sender),
-		inbound:  make(map[streamKey]*inStream),
-		streams:  make(map[p2pnet.Stream]struct{}),
+		id:           id,
+		log:          log,
+		allow:        make(allowList, len(cfg.Allow)),
+		maxFrame:     cmp.Or(cfg.MaxFrame, DefaultMaxFrame),
+		queueLen:     cmp.Or(cfg.QueueLen, DefaultQueueLen),
+		queueBytes:   cmp.Or(cfg.QueueBytes, DefaultQueueBytes),
+		frameTimeout: cmp.Or(cfg.FrameTimeout, DefaultFrameTimeout),
+		protoPeers:   make(map[protocol.ID]allowList),
+		inCount:      make(map[streamKey]int),
+		dialable:     make(map[peer.ID]bool),
+		senders:      make(map[streamKey]*sender),
+		inbound:      make(map[streamKey]*inStream),
+		streams:      make(map[p2pnet.Stream]struct{}),
+	}
+	for proto, ids := range cfg.ProtocolPeers {
+		l := make(allowList, len(ids))
+		for _, id := range ids {
+			l[id] = struct{}{}
+		}
+		h.protoPeers[proto] = l
 	}
 	for _, p := range cfg.Allow {
 		h.allow[p] = struct{}{}
@@ -220,7 +256,11 @@ func resourceManager() (p2pnet.ResourceManager, error) {
 		Conns: rcmgr.Unlimited, ConnsInbound: rcmgr.Unlimited, ConnsOutbound: rcmgr.Unlimited,
 		FD: rcmgr.Unlimited,
 	}
-	cfg := rcmgr.PartialLimitConfig{System: open, Transient: open}
+	// Per protocol the default caps (about a thousand streams for all peers
+	// together) would let a few admitted peers lock out the rest; the host caps
+	// streams per peer and protocol itself (MaxInboundStreams).
+	proto := rcmgr.ResourceLimits{Streams: rcmgr.Unlimited, StreamsInbound: rcmgr.Unlimited, StreamsOutbound: rcmgr.Unlimited}
+	cfg := rcmgr.PartialLimitConfig{System: open, Transient: open, ProtocolDefault: proto, ServiceDefault: proto}
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(cfg.Build(limits.AutoScale())))
 	if err != nil {
 		return nil, fmt.Errorf("network: resource manager: %w", err)
@@ -373,12 +413,32 @@ func (h *Host) serve(s p2pnet.Stream) {
 		s.Reset()
 		return
 	}
+	if l, ok := h.protoPeers[p]; ok && !l.has(from) {
+		// An allowed peer in the wrong role (a client on the replica protocol).
+		h.stats.refused.Add(1)
+		h.log.Warn("refused stream of a peer not admitted on its protocol",
+			zap.Stringer("peer", from), zap.String("protocol", string(p)))
+		s.Reset()
+		return
+	}
 	k := streamKey{from, p}
 	in := &inStream{s: s, done: make(chan struct{})}
 	if !h.track(s) {
 		return
 	}
 	h.mu.Lock()
+	if h.inCount[k] >= MaxInboundStreams {
+		// One stream is all a peer needs; more only pin buffers here.
+		delete(h.streams, s)
+		h.mu.Unlock()
+		h.wg.Done()
+		h.stats.refused.Add(1)
+		h.log.Warn("refused a stream over the per-peer limit",
+			zap.Stringer("peer", from), zap.String("protocol", string(p)), zap.Int("limit", MaxInboundStreams))
+		s.Reset()
+		return
+	}
+	h.inCount[k]++
 	h.inbound[k] = in
 	h.mu.Unlock()
 	defer h.wg.Done()
@@ -388,6 +448,9 @@ func (h *Host) serve(s p2pnet.Stream) {
 	close(in.done)
 	h.mu.Lock()
 	delete(h.streams, s)
+	if h.inCount[k]--; h.inCount[k] <= 0 {
+		delete(h.inCount, k)
+	}
 	if h.inbound[k] == in {
 		delete(h.inbound, k)
 	}
@@ -413,7 +476,10 @@ func (h *Host) track(s p2pnet.Stream) bool {
 func (h *Host) readLoop(s p2pnet.Stream, from peer.ID, p protocol.ID) {
 	r := bufio.NewReaderSize(s, readBufSize)
 	for {
-		f, err := readFrame(r, h.maxFrame)
+		// No deadline while waiting for a frame (streams are long-lived and idle
+		// at times); once its length is in, the rest must follow in time.
+		f, err := readFrame(r, h.maxFrame, func() { s.SetReadDeadline(time.Now().Add(h.frameTimeout)) })
+		s.SetReadDeadline(time.Time{})
 		if err != nil {
 			if big := (*oversizedError)(nil); errors.As(err, &big) {
 				h.stats.oversized.Add(1)

@@ -33,6 +33,8 @@ type sender struct {
 	key  streamKey
 	dial bool
 	q    chan []byte
+	// queued is the bytes in q, bounded by the host's queueBytes.
+	queued atomic.Int64
 
 	opened    bool        // a stream was opened before (for Reconnects)
 	failures  int         // consecutive failures since the last good flush
@@ -49,10 +51,16 @@ type outStream struct {
 
 // push queues f without blocking; false means the queue was full.
 func (s *sender) push(f []byte) bool {
+	if s.queued.Add(int64(len(f))) > int64(s.h.queueBytes) {
+		s.queued.Add(-int64(len(f)))
+		s.h.stats.queueDrops.Add(1)
+		return false
+	}
 	select {
 	case s.q <- f:
 		return true
 	default:
+		s.queued.Add(-int64(len(f)))
 		s.h.stats.queueDrops.Add(1)
 		return false
 	}
@@ -99,8 +107,12 @@ func (s *sender) run() {
 // writeBatch writes f and whatever else is queued, then flushes once the
 // queue is empty. n counts the frames taken from the queue.
 func (s *sender) writeBatch(out *outStream, f []byte) (n int, bytes uint64, err error) {
+	// A peer that stops reading fails the stream here instead of holding the
+	// writer (and its queue) for ever.
+	out.s.SetWriteDeadline(time.Now().Add(s.h.frameTimeout))
 	for {
 		n++
+		s.queued.Add(-int64(len(f)))
 		if err = writeFrame(out.w, f); err != nil {
 			return n, bytes, err
 		}
@@ -206,7 +218,8 @@ func (s *sender) replyStream() *outStream {
 	}
 	for {
 		select {
-		case <-s.q:
+		case f := <-s.q:
+			s.queued.Add(-int64(len(f)))
 			h.stats.noRoute.Add(1)
 		default:
 			return nil

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-multiaddr"
 	"go.uber.org/zap"
 
@@ -86,12 +87,19 @@ type Replica struct {
 	peerOf     []peer.ID
 	clientPeer map[pbft.ClientID]peer.ID
 
-	inbox    chan *pbft.Envelope
-	verified chan pbft.Message
-	results  chan pbft.Executed
-	exec     *executor
-	persistQ chan persistItem
-	records  []pbft.Record // mirror of the store, for compaction (the persister's)
+	// inbox holds replicas' frames waiting for a verifier, clientInbox clients'
+	// requests: apart, and replicas first, so that clients flooding requests
+	// (with bad signatures, say) cannot crowd out the protocol's own messages.
+	inbox       chan *pbft.Envelope
+	clientInbox chan *pbft.Envelope
+	// clientQueued counts, per client, its requests waiting for a verifier: each
+	// gets a fair share of the queue (twice its reply window), not all of it.
+	clientQueued map[pbft.ClientID]*atomic.Int32
+	verified     chan pbft.Message
+	results      chan pbft.Executed
+	exec         *executor
+	persistQ     chan persistItem
+	records      []pbft.Record // mirror of the store, for compaction (the persister's)
 
 	status   atomic.Pointer[pbft.Status]
 	quit     chan struct{} // closed to stop every goroutine
@@ -123,16 +131,18 @@ func Start(opts Options) (*Replica, error) {
 	}
 	r := &Replica{
 		opts: opts, cl: cl, lim: cl.Limits(),
-		log:        opts.Logger.With(zap.Uint32("replica", opts.ID)),
-		metrics:    newMetrics(),
-		replicaOf:  make(map[peer.ID]pbft.ReplicaID),
-		clientOf:   make(map[peer.ID]pbft.ClientID),
-		clientPeer: make(map[pbft.ClientID]peer.ID),
-		inbox:      make(chan *pbft.Envelope, inboxLen),
-		verified:   make(chan pbft.Message, verifiedLen),
-		results:    make(chan pbft.Executed, 1024),
-		persistQ:   make(chan persistItem, 4096),
-		quit:       make(chan struct{}),
+		log:          opts.Logger.With(zap.Uint32("replica", opts.ID)),
+		metrics:      newMetrics(),
+		replicaOf:    make(map[peer.ID]pbft.ReplicaID),
+		clientOf:     make(map[peer.ID]pbft.ClientID),
+		clientPeer:   make(map[pbft.ClientID]peer.ID),
+		clientQueued: make(map[pbft.ClientID]*atomic.Int32),
+		inbox:        make(chan *pbft.Envelope, inboxLen),
+		clientInbox:  make(chan *pbft.Envelope, inboxLen),
+		verified:     make(chan pbft.Message, verifiedLen),
+		results:      make(chan pbft.Executed, 1024),
+		persistQ:     make(chan persistItem, 4096),
+		quit:         make(chan struct{}),
 	}
 	r.verifier = pbft.Verifier{Keys: cl.KeyRing(), N: len(cl.Replicas), Limits: r.lim, Cache: newVerifiedCache(1 << 16)}
 	signer := &pbft.KeySigner{Cluster: cl.Name, Key: opts.Key}
@@ -209,24 +219,28 @@ func (r *Replica) startHost(me *cluster.Member) error {
 	if id != me.PeerID {
 		return fmt.Errorf("%s: replicas[%d].peer_id: %s does not match its key (%s)", r.cl.Path, r.opts.ID, me.PeerID, id)
 	}
-	var allow []peer.ID
+	var allow, replicas, clients []peer.ID
 	r.peerOf = make([]peer.ID, len(r.cl.Replicas))
 	for _, m := range r.cl.Replicas {
-		allow = append(allow, m.PeerID)
+		replicas = append(replicas, m.PeerID)
 		r.replicaOf[m.PeerID] = pbft.ReplicaID(m.ID)
 		r.peerOf[m.ID] = m.PeerID
 	}
 	for _, m := range r.cl.Clients {
-		allow = append(allow, m.PeerID)
+		clients = append(clients, m.PeerID)
 		r.clientOf[m.PeerID] = pbft.ClientID(m.ID)
 		r.clientPeer[pbft.ClientID(m.ID)] = m.PeerID
+		r.clientQueued[pbft.ClientID(m.ID)] = new(atomic.Int32)
 	}
+	allow = append(append(allow, replicas...), clients...)
 	listen := r.opts.Listen
 	if len(listen) == 0 {
 		listen = []string{me.Addr.String()}
 	}
 	h, err := network.New(network.Config{Identity: ident, Listen: listen, Allow: allow, QUIC: r.cl.UsesQUIC(),
-		MaxFrame: r.cl.Protocol.MaxFrameBytes, Logger: r.log})
+		MaxFrame: r.cl.Protocol.MaxFrameBytes, Logger: r.log,
+		// Each role on its own protocol: a client cannot open replica streams.
+		ProtocolPeers: map[protocol.ID][]peer.ID{network.ReplicaProtocol: replicas, network.ClientProtocol: clients}})
 	if err != nil {
 		return fmt.Errorf("replica %d: listen on %v: %w", r.opts.ID, listen, err)
 	}
@@ -296,7 +310,7 @@ func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
 		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
 		return
 	}
-	r.enqueue(env, from)
+	r.enqueue(r.inbox, env, from, "replica verification queue full")
 }
 
 func relayed(t pbft.MsgType) bool {
@@ -318,15 +332,25 @@ func (r *Replica) onClientFrame(from peer.ID, frame []byte) {
 		r.dropInput("a client sent something other than its own request", from, zap.Stringer("type", env.Msg.Type))
 		return
 	}
-	r.enqueue(env, from)
+	n := r.clientQueued[cid]
+	if n.Add(1) > int32(2*r.cl.Protocol.ReplyWindow) {
+		n.Add(-1)
+		r.dropInput("client over its share of the verification queue", from)
+		return
+	}
+	if !r.enqueue(r.clientInbox, env, from, "client verification queue full") {
+		n.Add(-1)
+	}
 }
 
-func (r *Replica) enqueue(env *pbft.Envelope, from peer.ID) {
+func (r *Replica) enqueue(q chan *pbft.Envelope, env *pbft.Envelope, from peer.ID, full string) bool {
 	r.metrics.FramesIn.Add(1)
 	select {
-	case r.inbox <- env:
+	case q <- env:
+		return true
 	default:
-		r.dropInput("verification queue full", from)
+		r.dropInput(full, from)
+		return false
 	}
 }
 
@@ -338,29 +362,37 @@ func (r *Replica) dropInput(reason string, from peer.ID, fields ...zap.Field) {
 }
 
 // verify is one worker of the pool: signature checks are pure and run in parallel.
+// Replicas' messages go first; clients' requests when none wait.
 func (r *Replica) verify() {
 	for {
+		var env *pbft.Envelope
 		select {
-		case <-r.quit:
-			return
-		case env := <-r.inbox:
-			m, err := r.verifier.Open(env)
-			if err != nil {
-				reason := "malformed message"
-				if errors.Is(err, pbft.ErrBadSignature) {
-					reason = "bad signature"
-				}
-				r.metrics.drop(reason)
-				if ce := r.log.Check(zap.DebugLevel, "dropped message"); ce != nil {
-					ce.Write(zap.String("reason", reason), zap.Stringer("type", env.Msg.Type), zap.Uint32("from", env.Msg.From), zap.Error(err))
-				}
-				continue
-			}
+		case env = <-r.inbox:
+		default:
 			select {
-			case r.verified <- m:
 			case <-r.quit:
 				return
+			case env = <-r.inbox:
+			case env = <-r.clientInbox:
+				r.clientQueued[pbft.ClientID(env.Msg.From)].Add(-1)
 			}
+		}
+		m, err := r.verifier.Open(env)
+		if err != nil {
+			reason := "malformed message"
+			if errors.Is(err, pbft.ErrBadSignature) {
+				reason = "bad signature"
+			}
+			r.metrics.drop(reason)
+			if ce := r.log.Check(zap.DebugLevel, "dropped message"); ce != nil {
+				ce.Write(zap.String("reason", reason), zap.Stringer("type", env.Msg.Type), zap.Uint32("from", env.Msg.From), zap.Error(err))
+			}
+			continue
+		}
+		select {
+		case r.verified <- m:
+		case <-r.quit:
+			return
 		}
 	}
 }

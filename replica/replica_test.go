@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/client"
+	"github.com/pbftkit/pbft/network"
 	"github.com/pbftkit/pbft/network/cluster"
+	"github.com/pbftkit/pbft/pbft"
 	"github.com/pbftkit/pbft/replica/store"
 )
 
@@ -26,9 +30,13 @@ type testCluster struct {
 	c    *client.Client
 }
 
-func newTestCluster(t *testing.T) *testCluster { return newTestClusterOn(t, false) }
+func newTestCluster(t *testing.T) *testCluster { return newTestClusterOn(t, false, 1) }
 
-func newTestClusterOn(t *testing.T, quic bool) *testCluster {
+func newTestClusterWithClients(t *testing.T, clients int) *testCluster {
+	return newTestClusterOn(t, false, clients)
+}
+
+func newTestClusterOn(t *testing.T, quic bool, clients int) *testCluster {
 	t.Helper()
 	var addrs []string
 	for i := 0; i < 4; i++ {
@@ -51,7 +59,7 @@ func newTestClusterOn(t *testing.T, quic bool) *testCluster {
 	p := cluster.DefaultProtocol()
 	p.CheckpointInterval, p.LogWindow = 8, 32
 	dir := t.TempDir()
-	path, err := cluster.Generate(dir, cluster.GenerateOptions{Replicas: 4, Clients: 1, Addrs: addrs, Protocol: p})
+	path, err := cluster.Generate(dir, cluster.GenerateOptions{Replicas: 4, Clients: clients, Addrs: addrs, Protocol: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,9 +230,80 @@ func TestCollectorReportsPositionAndCounters(t *testing.T) {
 
 // A cluster whose replicas listen on QUIC serves clients like one on TCP.
 func TestClusterServesOverQUIC(t *testing.T) {
-	tc := newTestClusterOn(t, true)
+	tc := newTestClusterOn(t, true, 1)
 	if !tc.cl.UsesQUIC() {
 		t.Fatal("the cluster does not use QUIC")
 	}
 	tc.puts(0, 20)
+}
+
+// A registered client flooding requests with bad signatures costs the replicas a
+// verification each, but cannot crowd out the protocol: replicas' messages have their
+// own queue, served first, and the other clients' requests commit without a view change.
+func TestClientFloodDoesNotCrowdOutReplicaTraffic(t *testing.T) {
+	tc := newTestClusterWithClients(t, 2)
+	evilKey, err := tc.cl.LoadKey(&tc.cl.Clients[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident, _, _ := network.Identity(evilKey)
+	var replicas []peer.ID
+	for _, m := range tc.cl.Replicas {
+		replicas = append(replicas, m.PeerID)
+	}
+	evil, err := network.New(network.Config{Identity: ident, Allow: replicas, QueueLen: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	for _, m := range tc.cl.Replicas {
+		evil.AddPeer(m.PeerID, []multiaddr.Multiaddr{m.Addr})
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Bad signatures are never cached as verified: the same frames resent cost a
+		// verification every time, and the flooder need not sign anything new.
+		signer := &pbft.KeySigner{Cluster: tc.cl.Name, Key: evilKey}
+		var frames [][]byte
+		for ts := uint64(1); ts <= 64; ts++ {
+			s := pbft.Sign(signer, pbft.MsgRequest, tc.cl.Clients[1].ID, pbft.Request{Client: pbft.ClientID(tc.cl.Clients[1].ID), Timestamp: ts, Op: []byte("x")})
+			s.Sig[0] ^= 1
+			frames = append(frames, pbft.EncodeEnvelope(&pbft.Envelope{Msg: s}))
+		}
+		for ts := 0; ; ts++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			frame := frames[ts%len(frames)]
+			for _, p := range replicas {
+				evil.Send(p, network.ClientProtocol, frame)
+			}
+			if ts%64 == 0 {
+				time.Sleep(time.Millisecond) // let the queues drain into the sockets
+			}
+		}
+	}()
+	puts := 40
+	if raceEnabled {
+		puts = 10 // the race detector slows verification several times over
+	}
+	tc.puts(0, puts)
+	close(stop)
+	<-done
+	for i, r := range tc.reps {
+		d := r.Metrics().Drops()
+		if d["replica verification queue full"] != 0 {
+			t.Fatalf("replica %d dropped replica traffic: %v", i, d)
+		}
+		if d["bad signature"] == 0 {
+			t.Fatalf("replica %d saw none of the flood: %v", i, d)
+		}
+		if v := r.Status().View; v != 0 {
+			t.Fatalf("replica %d changed view to %d under the flood", i, v)
+		}
+	}
 }
