@@ -80,7 +80,8 @@ type Config struct {
 	// queue and of the loopback queue; 0 means DefaultQueueLen.
 	QueueLen int
 	// QueueBytes bounds the bytes queued for one (peer, protocol); 0 means
-	// DefaultQueueBytes. A peer that does not read cannot hold more.
+	// DefaultQueueBytes, and it is never below two MaxFrame. A peer that does not
+	// read cannot hold more.
 	QueueBytes int
 	// FrameTimeout is DefaultFrameTimeout when 0.
 	FrameTimeout time.Duration
@@ -183,7 +184,7 @@ func New(cfg Config) (*Host, error) {
 		allow:        make(allowList, len(cfg.Allow)),
 		maxFrame:     cmp.Or(cfg.MaxFrame, DefaultMaxFrame),
 		queueLen:     cmp.Or(cfg.QueueLen, DefaultQueueLen),
-		queueBytes:   cmp.Or(cfg.QueueBytes, DefaultQueueBytes),
+		queueBytes:   max(cmp.Or(cfg.QueueBytes, DefaultQueueBytes), 2*cmp.Or(cfg.MaxFrame, DefaultMaxFrame)),
 		frameTimeout: cmp.Or(cfg.FrameTimeout, DefaultFrameTimeout),
 		protoPeers:   make(map[protocol.ID]allowList),
 		inCount:      make(map[streamKey]int),
@@ -266,6 +267,16 @@ func resourceManager() (p2pnet.ResourceManager, error) {
 		return nil, fmt.Errorf("network: resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// minRate is the slowest transfer a frame is allowed: FrameTimeout plus one second per
+// MiB, so a large legitimate frame (a NEW-VIEW with post-quantum signatures runs to
+// tens of MiB) has time to cross a modest link.
+const minRate = 1 << 20
+
+// transferTime is how long a frame of size bytes may take to arrive or leave.
+func (h *Host) transferTime(size int) time.Duration {
+	return h.frameTimeout + time.Duration(size)*time.Second/minRate
 }
 
 // ID returns the host's peer ID.
@@ -478,7 +489,7 @@ func (h *Host) readLoop(s p2pnet.Stream, from peer.ID, p protocol.ID) {
 	for {
 		// No deadline while waiting for a frame (streams are long-lived and idle
 		// at times); once its length is in, the rest must follow in time.
-		f, err := readFrame(r, h.maxFrame, func() { s.SetReadDeadline(time.Now().Add(h.frameTimeout)) })
+		f, err := readFrame(r, h.maxFrame, func(size int) { s.SetReadDeadline(time.Now().Add(h.transferTime(size))) })
 		s.SetReadDeadline(time.Time{})
 		if err != nil {
 			if big := (*oversizedError)(nil); errors.As(err, &big) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,7 +127,8 @@ func TestStalledFrameLosesItsStream(t *testing.T) {
 // The bytes queued for a peer that does not take them are bounded, not just the frames.
 func TestQueuedBytesPerPeerAreBounded(t *testing.T) {
 	me, dead := newIdentity(t), newIdentity(t)
-	h := startHost(t, me, localListen, ids(dead), func(c *Config) { c.QueueBytes = 64 << 10 })
+	// The budget is never below two frames of the largest size: here 64 KiB.
+	h := startHost(t, me, localListen, ids(dead), func(c *Config) { c.QueueBytes, c.MaxFrame = 1, 32<<10 })
 	h.AddPeer(dead.id, []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}) // nothing listens
 	frame := make([]byte, 16<<10)
 	sent := 0
@@ -137,5 +139,30 @@ func TestQueuedBytesPerPeerAreBounded(t *testing.T) {
 	}
 	if sent > 5 || h.Stats().QueueDrops < 15 {
 		t.Fatalf("queued %d frames of 16 KiB under a 64 KiB budget (%d drops)", sent, h.Stats().QueueDrops)
+	}
+}
+
+// A healthy reader slower than its sender keeps its stream: the write deadline is
+// renewed with every frame, so only a reader that stops makes it fire.
+func TestSlowButSteadyReaderKeepsItsStream(t *testing.T) {
+	sender, reader := newIdentity(t), newIdentity(t)
+	s := startHost(t, sender, localListen, ids(reader), func(c *Config) { c.FrameTimeout = 300 * time.Millisecond })
+	var got atomic.Int64
+	r := startHost(t, reader, localListen, ids(sender), func(c *Config) { c.FrameTimeout = 300 * time.Millisecond })
+	r.Handle(ReplicaProtocol, func(peer.ID, []byte) {
+		time.Sleep(2 * time.Millisecond) // a slow consumer: the stream backs up
+		got.Add(1)
+	})
+	s.AddPeer(r.ID(), r.Addrs())
+	frame := make([]byte, 32<<10)
+	const frames = 400 // about a second of reading, several FrameTimeouts
+	for i := 0; i < frames; i++ {
+		for !s.Send(r.ID(), ReplicaProtocol, frame) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(t, "every frame at the slow reader", func() bool { return got.Load() == frames })
+	if st := s.Stats(); st.Reconnects != 0 || st.Lost != 0 {
+		t.Fatalf("a slow but steady reader lost its stream: %+v", st)
 	}
 }

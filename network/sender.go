@@ -107,12 +107,13 @@ func (s *sender) run() {
 // writeBatch writes f and whatever else is queued, then flushes once the
 // queue is empty. n counts the frames taken from the queue.
 func (s *sender) writeBatch(out *outStream, f []byte) (n int, bytes uint64, err error) {
-	// A peer that stops reading fails the stream here instead of holding the
-	// writer (and its queue) for ever.
-	out.s.SetWriteDeadline(time.Now().Add(s.h.frameTimeout))
 	for {
 		n++
 		s.queued.Add(-int64(len(f)))
+		// A peer that stops reading fails the stream here instead of holding the
+		// writer (and its queue) for ever; one that reads slowly but steadily
+		// renews the deadline with every frame.
+		out.s.SetWriteDeadline(time.Now().Add(s.h.transferTime(len(f) + writeBufSize)))
 		if err = writeFrame(out.w, f); err != nil {
 			return n, bytes, err
 		}

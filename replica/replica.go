@@ -90,16 +90,18 @@ type Replica struct {
 	// inbox holds replicas' frames waiting for a verifier, clientInbox clients'
 	// requests: apart, and replicas first, so that clients flooding requests
 	// (with bad signatures, say) cannot crowd out the protocol's own messages.
-	inbox       chan *pbft.Envelope
-	clientInbox chan *pbft.Envelope
-	// clientQueued counts, per client, its requests waiting for a verifier: each
-	// gets a fair share of the queue (twice its reply window), not all of it.
-	clientQueued map[pbft.ClientID]*atomic.Int32
-	verified     chan pbft.Message
-	results      chan pbft.Executed
-	exec         *executor
-	persistQ     chan persistItem
-	records      []pbft.Record // mirror of the store, for compaction (the persister's)
+	inbox       chan queued
+	clientInbox chan queued
+	// replicaQueued and clientQueued count, per sender, its frames waiting for a
+	// verifier: each gets a fair share of its queue (a replica 1/n of it, a client
+	// twice its reply window), so one Byzantine sender cannot fill it.
+	replicaQueued []atomic.Int32
+	clientQueued  map[pbft.ClientID]*atomic.Int32
+	verified      chan pbft.Message
+	results       chan pbft.Executed
+	exec          *executor
+	persistQ      chan persistItem
+	records       []pbft.Record // mirror of the store, for compaction (the persister's)
 
 	status   atomic.Pointer[pbft.Status]
 	quit     chan struct{} // closed to stop every goroutine
@@ -131,18 +133,19 @@ func Start(opts Options) (*Replica, error) {
 	}
 	r := &Replica{
 		opts: opts, cl: cl, lim: cl.Limits(),
-		log:          opts.Logger.With(zap.Uint32("replica", opts.ID)),
-		metrics:      newMetrics(),
-		replicaOf:    make(map[peer.ID]pbft.ReplicaID),
-		clientOf:     make(map[peer.ID]pbft.ClientID),
-		clientPeer:   make(map[pbft.ClientID]peer.ID),
-		clientQueued: make(map[pbft.ClientID]*atomic.Int32),
-		inbox:        make(chan *pbft.Envelope, inboxLen),
-		clientInbox:  make(chan *pbft.Envelope, inboxLen),
-		verified:     make(chan pbft.Message, verifiedLen),
-		results:      make(chan pbft.Executed, 1024),
-		persistQ:     make(chan persistItem, 4096),
-		quit:         make(chan struct{}),
+		log:           opts.Logger.With(zap.Uint32("replica", opts.ID)),
+		metrics:       newMetrics(),
+		replicaOf:     make(map[peer.ID]pbft.ReplicaID),
+		clientOf:      make(map[peer.ID]pbft.ClientID),
+		clientPeer:    make(map[pbft.ClientID]peer.ID),
+		clientQueued:  make(map[pbft.ClientID]*atomic.Int32),
+		inbox:         make(chan queued, inboxLen),
+		clientInbox:   make(chan queued, inboxLen),
+		replicaQueued: make([]atomic.Int32, len(cl.Replicas)),
+		verified:      make(chan pbft.Message, verifiedLen),
+		results:       make(chan pbft.Executed, 1024),
+		persistQ:      make(chan persistItem, 4096),
+		quit:          make(chan struct{}),
 	}
 	r.verifier = pbft.Verifier{Keys: cl.KeyRing(), N: len(cl.Replicas), Limits: r.lim, Cache: newVerifiedCache(1 << 16)}
 	signer := &pbft.KeySigner{Cluster: cl.Name, Key: opts.Key}
@@ -310,7 +313,19 @@ func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
 		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
 		return
 	}
-	r.enqueue(r.inbox, env, from, "replica verification queue full")
+	n := &r.replicaQueued[rid]
+	if n.Add(1) > int32(inboxLen/len(r.replicaQueued)) {
+		n.Add(-1)
+		r.dropInput("replica over its share of the verification queue", from)
+		return
+	}
+	r.enqueue(r.inbox, queued{env, n}, from, "replica verification queue full")
+}
+
+// queued is a frame waiting for a verifier, with its sender's count of such frames.
+type queued struct {
+	env    *pbft.Envelope
+	sender *atomic.Int32
 }
 
 func relayed(t pbft.MsgType) bool {
@@ -338,19 +353,16 @@ func (r *Replica) onClientFrame(from peer.ID, frame []byte) {
 		r.dropInput("client over its share of the verification queue", from)
 		return
 	}
-	if !r.enqueue(r.clientInbox, env, from, "client verification queue full") {
-		n.Add(-1)
-	}
+	r.enqueue(r.clientInbox, queued{env, n}, from, "client verification queue full")
 }
 
-func (r *Replica) enqueue(q chan *pbft.Envelope, env *pbft.Envelope, from peer.ID, full string) bool {
+func (r *Replica) enqueue(q chan queued, it queued, from peer.ID, full string) {
 	r.metrics.FramesIn.Add(1)
 	select {
-	case q <- env:
-		return true
+	case q <- it:
 	default:
+		it.sender.Add(-1)
 		r.dropInput(full, from)
-		return false
 	}
 }
 
@@ -362,21 +374,36 @@ func (r *Replica) dropInput(reason string, from peer.ID, fields ...zap.Field) {
 }
 
 // verify is one worker of the pool: signature checks are pure and run in parallel.
-// Replicas' messages go first; clients' requests when none wait.
 func (r *Replica) verify() {
-	for {
-		var env *pbft.Envelope
+	for picks := 0; ; picks++ {
+		var it queued
 		select {
-		case env = <-r.inbox:
+		case <-r.quit:
+			return
 		default:
+		}
+		// Replicas first, but every fourth pick a waiting client request: a
+		// Byzantine replica keeping the replica queue busy cannot starve clients.
+		if picks%4 == 3 {
 			select {
-			case <-r.quit:
-				return
-			case env = <-r.inbox:
-			case env = <-r.clientInbox:
-				r.clientQueued[pbft.ClientID(env.Msg.From)].Add(-1)
+			case it = <-r.clientInbox:
+			default:
 			}
 		}
+		if it.env == nil {
+			select {
+			case it = <-r.inbox:
+			default:
+				select {
+				case <-r.quit:
+					return
+				case it = <-r.inbox:
+				case it = <-r.clientInbox:
+				}
+			}
+		}
+		it.sender.Add(-1)
+		env := it.env
 		m, err := r.verifier.Open(env)
 		if err != nil {
 			reason := "malformed message"

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/client"
+	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/network"
 	"github.com/pbftkit/pbft/network/cluster"
 	"github.com/pbftkit/pbft/pbft"
@@ -237,6 +239,58 @@ func TestClusterServesOverQUIC(t *testing.T) {
 	tc.puts(0, 20)
 }
 
+// flood sends frames from key's identity on proto to the given replicas, as fast as the
+// queues take them, until stop is closed. Bad signatures are never cached as verified:
+// the same frames resent cost a verification every time.
+func flood(t *testing.T, tc *testCluster, key *crypto.PrivateKey, proto protocol.ID, to []int, frames [][]byte, stop <-chan struct{}) <-chan struct{} {
+	t.Helper()
+	ident, _, _ := network.Identity(key)
+	var replicas []peer.ID
+	for _, m := range tc.cl.Replicas {
+		replicas = append(replicas, m.PeerID)
+	}
+	evil, err := network.New(network.Config{Identity: ident, Allow: replicas, QueueLen: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range to {
+		m := tc.cl.Replicas[i]
+		evil.AddPeer(m.PeerID, []multiaddr.Multiaddr{m.Addr})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer evil.Close()
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, i := range to {
+				evil.Send(replicas[i], proto, frames[k%len(frames)])
+			}
+			if k%64 == 0 {
+				time.Sleep(time.Millisecond) // let the queues drain into the sockets
+			}
+		}
+	}()
+	return done
+}
+
+// badlySigned is count messages of type t from signer id, each with a corrupted signature.
+func badlySigned(key *crypto.PrivateKey, cluster string, id uint32, count int, body func(i int) (pbft.MsgType, any)) [][]byte {
+	signer := &pbft.KeySigner{Cluster: cluster, Key: key}
+	var frames [][]byte
+	for i := 1; i <= count; i++ {
+		t, b := body(i)
+		s := pbft.Sign(signer, t, id, b)
+		s.Sig[0] ^= 1
+		frames = append(frames, pbft.EncodeEnvelope(&pbft.Envelope{Msg: s}))
+	}
+	return frames
+}
+
 // A registered client flooding requests with bad signatures costs the replicas a
 // verification each, but cannot crowd out the protocol: replicas' messages have their
 // own queue, served first, and the other clients' requests commit without a view change.
@@ -246,47 +300,12 @@ func TestClientFloodDoesNotCrowdOutReplicaTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ident, _, _ := network.Identity(evilKey)
-	var replicas []peer.ID
-	for _, m := range tc.cl.Replicas {
-		replicas = append(replicas, m.PeerID)
-	}
-	evil, err := network.New(network.Config{Identity: ident, Allow: replicas, QueueLen: 1 << 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer evil.Close()
-	for _, m := range tc.cl.Replicas {
-		evil.AddPeer(m.PeerID, []multiaddr.Multiaddr{m.Addr})
-	}
+	cid := tc.cl.Clients[1].ID
+	frames := badlySigned(evilKey, tc.cl.Name, cid, 64, func(i int) (pbft.MsgType, any) {
+		return pbft.MsgRequest, pbft.Request{Client: pbft.ClientID(cid), Timestamp: uint64(i), Op: []byte("x")}
+	})
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Bad signatures are never cached as verified: the same frames resent cost a
-		// verification every time, and the flooder need not sign anything new.
-		signer := &pbft.KeySigner{Cluster: tc.cl.Name, Key: evilKey}
-		var frames [][]byte
-		for ts := uint64(1); ts <= 64; ts++ {
-			s := pbft.Sign(signer, pbft.MsgRequest, tc.cl.Clients[1].ID, pbft.Request{Client: pbft.ClientID(tc.cl.Clients[1].ID), Timestamp: ts, Op: []byte("x")})
-			s.Sig[0] ^= 1
-			frames = append(frames, pbft.EncodeEnvelope(&pbft.Envelope{Msg: s}))
-		}
-		for ts := 0; ; ts++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			frame := frames[ts%len(frames)]
-			for _, p := range replicas {
-				evil.Send(p, network.ClientProtocol, frame)
-			}
-			if ts%64 == 0 {
-				time.Sleep(time.Millisecond) // let the queues drain into the sockets
-			}
-		}
-	}()
+	done := flood(t, tc, evilKey, network.ClientProtocol, []int{0, 1, 2, 3}, frames, stop)
 	puts := 40
 	if raceEnabled {
 		puts = 10 // the race detector slows verification several times over
@@ -304,6 +323,36 @@ func TestClientFloodDoesNotCrowdOutReplicaTraffic(t *testing.T) {
 		}
 		if v := r.Status().View; v != 0 {
 			t.Fatalf("replica %d changed view to %d under the flood", i, v)
+		}
+	}
+}
+
+// A Byzantine replica flooding badly signed votes gets a share of the replica queue,
+// not all of it, and cannot starve the clients: their requests still commit.
+func TestReplicaFloodDoesNotStarveClients(t *testing.T) {
+	tc := newTestCluster(t)
+	// Replica 3 turns Byzantine: its process goes, a flooder takes its identity.
+	tc.reps[3].Stop()
+	tc.reps[3] = nil
+	key, err := tc.cl.LoadKey(&tc.cl.Replicas[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := badlySigned(key, tc.cl.Name, 3, 64, func(i int) (pbft.MsgType, any) {
+		return pbft.MsgPrepare, pbft.Prepare{View: 0, Seq: uint64(i), Digest: crypto.Hash([]byte{byte(i)})}
+	})
+	stop := make(chan struct{})
+	done := flood(t, tc, key, network.ReplicaProtocol, []int{0, 1, 2}, frames, stop)
+	puts := 30
+	if raceEnabled {
+		puts = 8
+	}
+	tc.puts(0, puts)
+	close(stop)
+	<-done
+	for i, r := range tc.reps[:3] {
+		if d := r.Metrics().Drops(); d["bad signature"] == 0 {
+			t.Fatalf("replica %d saw none of the flood: %v", i, d)
 		}
 	}
 }
