@@ -33,17 +33,8 @@ func writeFrame(w *bufio.Writer, f []byte) error {
 
 // readFrame reads one length-prefixed frame of at most max bytes. The
 // declared length is checked before anything is allocated for it. The
-// returned slice is freshly allocated and belongs to the caller. started, if
-// set, runs when the frame's first byte is in and again once its length is
-// known (the caller sets a deadline for the rest).
-func readFrame(r *bufio.Reader, max int, started func(size int)) ([]byte, error) {
-	// Wait for the first byte with no deadline; from then on the frame is begun.
-	if _, err := r.Peek(1); err != nil {
-		return nil, err
-	}
-	if started != nil {
-		started(4)
-	}
+// returned slice is freshly allocated and belongs to the caller.
+func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -53,9 +44,6 @@ func readFrame(r *bufio.Reader, max int, started func(size int)) ([]byte, error)
 		return nil, &oversizedError{size, uint64(max)}
 	}
 	n := int(size)
-	if started != nil {
-		started(n)
-	}
 	buf := make([]byte, 0, min(n, frameChunk))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -486,11 +487,30 @@ func (h *Host) track(s p2pnet.Stream) bool {
 // fails or a frame exceeds MaxFrame. The caller resets s afterwards.
 func (h *Host) readLoop(s p2pnet.Stream, from peer.ID, p protocol.ID) {
 	r := bufio.NewReaderSize(s, readBufSize)
+	var deadline time.Time // zero: none armed
 	for {
-		// No deadline while waiting for a frame (streams are long-lived and idle
-		// at times); once its length is in, the rest must follow in time.
-		f, err := readFrame(r, h.maxFrame, func(size int) { s.SetReadDeadline(time.Now().Add(h.transferTime(size))) })
-		s.SetReadDeadline(time.Time{})
+		// Streams are long-lived and may idle between frames: a deadline that
+		// fires before a frame begins is cleared, not fatal.
+		if _, err := r.Peek(1); err != nil {
+			if ne := net.Error(nil); !deadline.IsZero() && errors.As(err, &ne) && ne.Timeout() {
+				s.SetReadDeadline(time.Time{})
+				deadline = time.Time{}
+				continue
+			}
+			if h.ctx.Err() == nil {
+				h.log.Debug("stream ended", zap.Stringer("peer", from),
+					zap.String("protocol", string(p)), zap.Error(err))
+			}
+			return
+		}
+		// Once a frame begins it must end in time, the largest one too. The deadline
+		// is re-armed only when less than half of that time is left, so steady
+		// traffic sets a timer now and then, not per frame.
+		if need := h.transferTime(h.maxFrame); deadline.IsZero() || time.Until(deadline) < need/2 {
+			deadline = time.Now().Add(need)
+			s.SetReadDeadline(deadline)
+		}
+		f, err := readFrame(r, h.maxFrame)
 		if err != nil {
 			if big := (*oversizedError)(nil); errors.As(err, &big) {
 				h.stats.oversized.Add(1)

@@ -356,7 +356,7 @@ func TestFramesRoundTripAndOversizedIsRefusedBeforeReading(t *testing.T) {
 	w.Flush()
 	r := bufio.NewReader(&wire)
 	for _, n := range sizes {
-		f, err := readFrame(r, 4*frameChunk, nil)
+		f, err := readFrame(r, 4*frameChunk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -372,7 +372,7 @@ func TestFramesRoundTripAndOversizedIsRefusedBeforeReading(t *testing.T) {
 	// A header declaring 4 GiB - 1 with no body: refused at once.
 	wire.Write([]byte{0xff, 0xff, 0xff, 0xff})
 	var big *oversizedError
-	if _, err := readFrame(bufio.NewReader(&wire), DefaultMaxFrame, nil); !errors.As(err, &big) {
+	if _, err := readFrame(bufio.NewReader(&wire), DefaultMaxFrame); !errors.As(err, &big) {
 		t.Fatalf("got %v, want an oversized frame error", err)
 	}
 }

@@ -44,9 +44,10 @@ type sender struct {
 // outStream is the stream a sender writes on. dead is closed when the
 // stream's reader has stopped, that is when the stream is broken.
 type outStream struct {
-	s    p2pnet.Stream
-	w    *bufio.Writer
-	dead <-chan struct{}
+	s        p2pnet.Stream
+	w        *bufio.Writer
+	dead     <-chan struct{}
+	deadline time.Time // the write deadline armed on s
 }
 
 // push queues f without blocking; false means the queue was full.
@@ -107,13 +108,17 @@ func (s *sender) run() {
 // writeBatch writes f and whatever else is queued, then flushes once the
 // queue is empty. n counts the frames taken from the queue.
 func (s *sender) writeBatch(out *outStream, f []byte) (n int, bytes uint64, err error) {
+	// A peer that stops reading fails the stream here instead of holding the writer
+	// (and its queue) for ever; one that reads slowly but steadily keeps it, since the
+	// deadline, long enough for the largest frame, is renewed as frames go out.
+	need := s.h.transferTime(s.h.maxFrame + writeBufSize)
 	for {
 		n++
 		s.queued.Add(-int64(len(f)))
-		// A peer that stops reading fails the stream here instead of holding the
-		// writer (and its queue) for ever; one that reads slowly but steadily
-		// renews the deadline with every frame.
-		out.s.SetWriteDeadline(time.Now().Add(s.h.transferTime(len(f) + writeBufSize)))
+		if time.Until(out.deadline) < need/2 {
+			out.deadline = time.Now().Add(need)
+			out.s.SetWriteDeadline(out.deadline)
+		}
 		if err = writeFrame(out.w, f); err != nil {
 			return n, bytes, err
 		}
