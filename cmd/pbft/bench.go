@@ -40,18 +40,19 @@ type benchReport struct {
 	MeanBatch   float64 `json:"mean_batch_requests"`
 	// CeilingRPS is the crypto ceiling: cores / (client sign + n verifies per request
 	// + the per-batch protocol signatures and verifications divided by the batch size).
-	CeilingRPS  float64 `json:"crypto_ceiling_rps"`
-	PeakRPS     float64 `json:"peak_rps"`
-	OfCeiling   float64 `json:"peak_of_ceiling"`
-	PeakP50Ms   float64 `json:"peak_p50_ms"`
-	PeakP99Ms   float64 `json:"peak_p99_ms"`
-	CPUPercent  float64 `json:"cpu_percent"` // of one core, whole process (replicas and clients)
-	PersistMs   float64 `json:"persist_ms"`  // mean durable write of a group of records during the peak
-	HalfRPS     float64 `json:"half_load_rps"`
-	HalfP50Ms   float64 `json:"half_load_p50_ms"`
-	HalfP99Ms   float64 `json:"half_load_p99_ms"`
-	RSSStartMiB float64 `json:"rss_start_mib"`
-	RSSEndMiB   float64 `json:"rss_end_mib"`
+	CeilingRPS   float64 `json:"crypto_ceiling_rps"`
+	PeakRPS      float64 `json:"peak_rps"`
+	OfCeiling    float64 `json:"peak_of_ceiling"`
+	PeakP50Ms    float64 `json:"peak_p50_ms"`
+	PeakP99Ms    float64 `json:"peak_p99_ms"`
+	CPUPercent   float64 `json:"cpu_percent"`         // of one core, whole process (replicas and clients)
+	PersistMs    float64 `json:"persist_ms"`          // mean durable write of a group of records during the peak
+	PersistsPerS float64 `json:"persists_per_second"` // durable writes per second, all replicas
+	HalfRPS      float64 `json:"half_load_rps"`
+	HalfP50Ms    float64 `json:"half_load_p50_ms"`
+	HalfP99Ms    float64 `json:"half_load_p99_ms"`
+	RSSStartMiB  float64 `json:"rss_start_mib"`
+	RSSEndMiB    float64 `json:"rss_end_mib"`
 	// RSSSamplesMiB and HeapSamplesMiB are taken every tenth of the peak run: flat
 	// once warm means memory is bounded (checkpoints garbage-collect the logs).
 	RSSSamplesMiB  []float64 `json:"rss_samples_mib"`
@@ -202,6 +203,7 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	b1, q1 := lc.executed()
 	if p1, pn1 := lc.persists(); p1 > p0 {
 		rep.PersistMs = float64(pn1-pn0) / float64(p1-p0) / 1e6
+		rep.PersistsPerS = float64(p1-p0) / peak.Elapsed.Seconds()
 	}
 	rep.PeakRPS, rep.PeakP50Ms, rep.PeakP99Ms = peak.throughput(), peak.ms(50), peak.ms(99)
 	rep.PeakDurationS = peak.Elapsed.Seconds()
