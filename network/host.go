@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,11 +112,12 @@ type Host struct {
 	maxFrame int
 	queueLen int
 	// queueBytes and frameTimeout: see Config. protoPeers restricts who may use
-	// a protocol; inCount counts the inbound streams per (peer, protocol).
+	// a protocol; inStreams lists the inbound streams per (peer, protocol),
+	// oldest first.
 	queueBytes   int
 	frameTimeout time.Duration
 	protoPeers   map[protocol.ID]allowList
-	inCount      map[streamKey]int
+	inStreams    map[streamKey][]*inStream
 	stats        counters
 
 	ctx      context.Context // cancelled by Close
@@ -188,7 +190,7 @@ func New(cfg Config) (*Host, error) {
 		queueBytes:   max(cmp.Or(cfg.QueueBytes, DefaultQueueBytes), 2*cmp.Or(cfg.MaxFrame, DefaultMaxFrame)),
 		frameTimeout: cmp.Or(cfg.FrameTimeout, DefaultFrameTimeout),
 		protoPeers:   make(map[protocol.ID]allowList),
-		inCount:      make(map[streamKey]int),
+		inStreams:    make(map[streamKey][]*inStream),
 		dialable:     make(map[peer.ID]bool),
 		senders:      make(map[streamKey]*sender),
 		inbound:      make(map[streamKey]*inStream),
@@ -439,29 +441,38 @@ func (h *Host) serve(s p2pnet.Stream) {
 		return
 	}
 	h.mu.Lock()
-	if h.inCount[k] >= MaxInboundStreams {
-		// One stream is all a peer needs; more only pin buffers here.
-		delete(h.streams, s)
-		h.mu.Unlock()
-		h.wg.Done()
-		h.stats.refused.Add(1)
-		h.log.Warn("refused a stream over the per-peer limit",
-			zap.Stringer("peer", from), zap.String("protocol", string(p)), zap.Int("limit", MaxInboundStreams))
-		s.Reset()
-		return
+	var oldest p2pnet.Stream
+	live := h.inStreams[k]
+	if len(live) >= MaxInboundStreams {
+		// One stream is all a peer needs; more only pin buffers here. The newest
+		// wins: a peer that reconnected (its old streams not yet reaped) gets in at
+		// once, and one that opens many only churns its own.
+		oldest, live = live[0].s, live[1:]
 	}
-	h.inCount[k]++
+	h.inStreams[k] = append(live, in)
 	h.inbound[k] = in
 	h.mu.Unlock()
 	defer h.wg.Done()
+	if oldest != nil {
+		h.stats.refused.Add(1)
+		h.log.Warn("closed a peer's oldest stream over the per-peer limit",
+			zap.Stringer("peer", from), zap.String("protocol", string(p)), zap.Int("limit", MaxInboundStreams))
+		oldest.Reset()
+	}
 
 	h.readLoop(s, from, p)
 	s.Reset()
 	close(in.done)
 	h.mu.Lock()
 	delete(h.streams, s)
-	if h.inCount[k]--; h.inCount[k] <= 0 {
-		delete(h.inCount, k)
+	live = h.inStreams[k]
+	if i := slices.Index(live, in); i >= 0 {
+		live = slices.Delete(live, i, i+1)
+	}
+	if len(live) == 0 {
+		delete(h.inStreams, k)
+	} else {
+		h.inStreams[k] = live
 	}
 	if h.inbound[k] == in {
 		delete(h.inbound, k)

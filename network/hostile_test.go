@@ -61,42 +61,38 @@ func TestPeerNotAdmittedOnAProtocolIsRefusedOnIt(t *testing.T) {
 	}
 }
 
-// One peer holds at most MaxInboundStreams streams per protocol; the rest are reset.
-func TestPeerCannotHoldMoreThanMaxInboundStreams(t *testing.T) {
+// One peer holds at most MaxInboundStreams streams per protocol: a newer one closes its
+// oldest, so a peer that reconnects is never locked out by its own stale streams.
+func TestPeerHoldsAtMostMaxInboundStreamsTheNewest(t *testing.T) {
 	replica, client := newIdentity(t), newIdentity(t)
 	r := startHost(t, replica, localListen, ids(client))
 	box := &inbox{}
 	r.Handle(ClientProtocol, box.handle)
 	c := startHost(t, client, "", ids(replica))
 	connect(r, c)
+	const extra = 3
 	var streams []p2pnet.Stream
-	for i := 0; i < MaxInboundStreams+3; i++ {
+	for i := 0; i < MaxInboundStreams+extra; i++ {
 		st := rawStream(t, c, r.ID(), ClientProtocol)
-		// A frame makes the stream known to the other side at once.
+		// A frame, awaited, makes the streams known to the other side in order.
 		st.Write([]byte{0, 0, 0, 1, byte(i)})
+		waitFor(t, "the stream's frame", func() bool { return box.count(client.id) == i+1 })
 		streams = append(streams, st)
 	}
-	waitFor(t, "every frame of the admitted streams", func() bool { return box.count(client.id) == MaxInboundStreams })
-	// Streams are served concurrently: which ones got in is not their opening order.
-	var open []p2pnet.Stream
-	for _, st := range streams {
-		st.SetReadDeadline(time.Now().Add(time.Second))
-		if _, err := st.Read(make([]byte, 1)); !errors.Is(err, p2pnet.ErrReset) {
-			open = append(open, st)
+	for i, st := range streams[:extra] {
+		if !isReset(st) {
+			t.Fatalf("old stream %d was not closed", i)
 		}
 	}
-	if len(open) != MaxInboundStreams {
-		t.Fatalf("%d streams stayed open, want %d", len(open), MaxInboundStreams)
-	}
-	// Closing one makes room for another.
-	open[0].Reset()
-	waitFor(t, "a stream slot to free up", func() bool {
-		st := rawStream(t, c, r.ID(), ClientProtocol)
-		st.Write([]byte{0, 0, 0, 1, 99})
+	for i, st := range streams[extra:] {
 		st.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		_, err := st.Read(make([]byte, 1))
-		return !errors.Is(err, p2pnet.ErrReset)
-	})
+		if _, err := st.Read(make([]byte, 1)); errors.Is(err, p2pnet.ErrReset) {
+			t.Fatalf("new stream %d was closed", extra+i)
+		}
+	}
+	if got := r.Stats().Refused; got != extra {
+		t.Fatalf("Refused = %d, want %d", got, extra)
+	}
 }
 
 // A frame that starts and never finishes loses its stream after FrameTimeout instead
