@@ -202,14 +202,21 @@ func TestTimestampsIncreaseAndManyRequestsRunAtOnce(t *testing.T) {
 }
 
 func TestCancelledContextReturnsPromptly(t *testing.T) {
-	c, _ := setup(t, func(pbft.ReplicaID, pbft.Request) [][]byte { return nil })
+	c, fakes := setup(t, func(pbft.ReplicaID, pbft.Request) [][]byte { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-	start := time.Now()
+	var start time.Time
+	go func() {
+		// Cancel once the request is out, with nobody answering it.
+		for fakes[0].requests() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		start = time.Now()
+		cancel()
+	}()
 	if _, err := c.Invoke(ctx, []byte("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("want context.Canceled, got %v", err)
 	}
-	if time.Since(start) > 2*time.Second {
-		t.Fatalf("took %v to notice the cancellation", time.Since(start))
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v to notice the cancellation", d)
 	}
 }

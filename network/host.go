@@ -50,7 +50,8 @@ const (
 	// writer for ever.
 	DefaultFrameTimeout = 30 * time.Second
 	// MaxInboundStreams is how many streams one peer may hold open towards this
-	// host on one protocol; more are refused. A well-behaved peer needs one.
+	// host on one protocol; a newer one closes its oldest. A well-behaved peer
+	// needs one.
 	MaxInboundStreams = 4
 )
 

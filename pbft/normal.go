@@ -331,10 +331,9 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 	if e.answered == nil {
 		e.answered = make([]uint64, r.cfg.N)
 	}
-	if e.answered[to] != 0 && r.ticks+1-e.answered[to] < uint64(r.cfg.RetransmitTicks) {
+	if !r.due(&e.answered[to]) {
 		return
 	}
-	e.answered[to] = r.ticks + 1
 	r.sendEntry(e, to, r.isPrimary())
 }
 
@@ -360,11 +359,21 @@ func (r *Replica) helpLaggard(id ReplicaID) {
 	if r.stable == nil || id == r.id || uint64(id) >= uint64(r.cfg.N) {
 		return
 	}
-	if r.lastHelp[id] != 0 && r.ticks+1-r.lastHelp[id] < uint64(r.cfg.RetransmitTicks) {
+	if !r.due(&r.lastHelp[id]) {
 		return
 	}
-	r.lastHelp[id] = r.ticks + 1
 	for _, s := range r.stable.Proof {
 		r.sendTo(id, &Envelope{Msg: s})
 	}
+}
+
+// due rate-limits an answer to one per retransmit period: last holds 1 + the tick of
+// the previous one (0: never). It reports whether the answer may go now, and if so
+// records it.
+func (r *Replica) due(last *uint64) bool {
+	if *last != 0 && r.ticks+1-*last < uint64(r.cfg.RetransmitTicks) {
+		return false
+	}
+	*last = r.ticks + 1
+	return true
 }

@@ -621,10 +621,9 @@ func (r *Replica) sendNewView(to ReplicaID) {
 	if r.newView == nil || to == r.id || uint64(to) >= uint64(r.cfg.N) {
 		return
 	}
-	if r.lastNewView[to] != 0 && r.ticks+1-r.lastNewView[to] < uint64(r.cfg.RetransmitTicks) {
+	if !r.due(&r.lastNewView[to]) {
 		return
 	}
-	r.lastNewView[to] = r.ticks + 1
 	r.sendTo(to, r.newView)
 }
 

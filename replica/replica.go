@@ -1,9 +1,10 @@
 // Package replica is the runtime around the pure protocol core: it runs one pbft.Replica
 // on the network. One event loop owns the core and feeds it verified messages, ticks
-// from a ticker and the application's results; a pool of workers decodes nothing and
-// verifies signatures off the loop, one per core; an executor runs committed batches on
-// the application in order; every record the core asks to persist is durable (Pebble)
-// before any message it goes with leaves.
+// from a ticker and the application's results; frames are decoded as they arrive and
+// their signatures verified off the loop by a pool of workers, one per core; an
+// executor runs committed batches on the application in order; a persister makes every
+// record the core asks to persist durable (Pebble) before any message that goes with
+// it leaves (replies, unsigned reports of committed batches, need not wait).
 //
 // Byzantine input is normal input here: a frame that does not decode, a message whose
 // signature fails, a message claiming another sender, or more than the queues hold, is
@@ -313,13 +314,7 @@ func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
 		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
 		return
 	}
-	n := &r.replicaQueued[rid]
-	if n.Add(1) > int32(inboxLen/len(r.replicaQueued)) {
-		n.Add(-1)
-		r.dropInput("replica over its share of the verification queue", from)
-		return
-	}
-	r.enqueue(r.inbox, queued{env, n}, from, "replica verification queue full")
+	r.enqueue(r.inbox, queued{env, &r.replicaQueued[rid]}, inboxLen/len(r.replicaQueued), from, "replica")
 }
 
 // queued is a frame waiting for a verifier, with its sender's count of such frames.
@@ -347,22 +342,23 @@ func (r *Replica) onClientFrame(from peer.ID, frame []byte) {
 		r.dropInput("a client sent something other than its own request", from, zap.Stringer("type", env.Msg.Type))
 		return
 	}
-	n := r.clientQueued[cid]
-	if n.Add(1) > int32(2*r.cl.Protocol.ReplyWindow) {
-		n.Add(-1)
-		r.dropInput("client over its share of the verification queue", from)
-		return
-	}
-	r.enqueue(r.clientInbox, queued{env, n}, from, "client verification queue full")
+	r.enqueue(r.clientInbox, queued{env, r.clientQueued[cid]}, 2*r.cl.Protocol.ReplyWindow, from, "client")
 }
 
-func (r *Replica) enqueue(q chan queued, it queued, from peer.ID, full string) {
+// enqueue queues a frame for a verifier if its sender is within its share of q and q
+// has room; role ("replica" or "client") names the queue in drop reasons.
+func (r *Replica) enqueue(q chan queued, it queued, share int, from peer.ID, role string) {
 	r.metrics.FramesIn.Add(1)
+	if it.sender.Add(1) > int32(share) {
+		it.sender.Add(-1)
+		r.dropInput(role+" over its share of the verification queue", from)
+		return
+	}
 	select {
 	case q <- it:
 	default:
 		it.sender.Add(-1)
-		r.dropInput(full, from)
+		r.dropInput(role+" verification queue full", from)
 	}
 }
 
@@ -463,8 +459,9 @@ func (r *Replica) loop() {
 	}
 }
 
-// handleReady drains the core's output: persist, then send, then hand batches to the
-// executor. It reports false if the replica can no longer run safely.
+// handleReady drains the core's output: replies go out at once, records and the other
+// messages to the persister (which sends them once the records are durable), batches to
+// the executor. It reports false if the replica is stopping.
 func (r *Replica) handleReady() bool {
 	for {
 		rd := r.core.Ready()
