@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,11 +110,20 @@ func (tc *testCluster) start(i int) {
 func (tc *testCluster) puts(from, to int) {
 	tc.t.Helper()
 	for k := from; k < to; k++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// Generous: under the race detector on a loaded CI machine a view change
+		// (or several, one of them to a stopped replica's view) may come first.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		res, err := tc.c.Invoke(ctx, kvstore.Put(fmt.Sprintf("k%d", k%7), fmt.Appendf(nil, "v%d", k)))
 		cancel()
 		if err != nil {
-			tc.t.Fatalf("put %d: %v", k, err)
+			var pos []string
+			for i, r := range tc.reps {
+				if r != nil {
+					st := r.Status()
+					pos = append(pos, fmt.Sprintf("r%d view %d active %v executed %d stable %d drops %v", i, st.View, st.Active, st.Executed, st.LowMark, r.Metrics().Drops()))
+				}
+			}
+			tc.t.Fatalf("put %d: %v\n%s", k, err, strings.Join(pos, "\n"))
 		}
 		if r, err := kvstore.DecodeResult(res.Value); err != nil || !r.OK {
 			tc.t.Fatalf("put %d: %+v %v", k, r, err)
