@@ -40,17 +40,13 @@ func TestCheckpointBecomesStableAtTwoFPlusOneMatchingMessages(t *testing.T) {
 	if s := r.Status(); s.LowMark != 0 || len(c.stables[1]) != 0 {
 		t.Fatalf("stable on 2f matching checkpoints: %+v", s)
 	}
-	// The same checkpoint again counts once.
+	// The same checkpoint again counts once; a checkpoint with another digest does not
+	// count for ours.
 	c.injectNow(2, 1, c.checkpointAs(2, 4, own))
-	// A checkpoint with another digest does not count, nor does its sender's later change.
 	c.injectNow(3, 1, c.checkpointAs(3, 4, crypto.Digest{0xba, 0xd}))
-	c.release(heldFrom(3))
 	c.run()
 	if s := r.Status(); s.LowMark != 0 || len(c.stables[1]) != 0 {
 		t.Fatalf("stable with a duplicate and a mismatching checkpoint: %+v", s)
-	}
-	if len(c.dropped(1, "conflicting checkpoint")) != 1 {
-		t.Fatalf("replica 3 changing its checkpoint was not refused: %+v", c.drops[1])
 	}
 
 	// Replica 0's matching checkpoint makes 2f+1.
@@ -92,6 +88,46 @@ func TestCheckpointBecomesStableAtTwoFPlusOneMatchingMessages(t *testing.T) {
 	c.injectNow(0, 1, c.prePrepareAs(0, 0, 4, c.request(5, "n4")))
 	if len(c.sentFor(1, MsgPrepare, 12)) != 1 || len(c.sentFor(1, MsgPrepare, 4)) != 1 {
 		t.Fatalf("after h=4: prepares %+v, want n=12 accepted and n=4 refused", c.sent(1, MsgPrepare))
+	}
+}
+
+// PBFT TOCS §4.3 counts a checkpoint's votes per digest. A replica that signed two
+// digests for one seq (its lie first, then the truth) cannot veto stability: both are
+// kept as evidence, the conflict is counted, and its true vote counts for its digest.
+func TestCheckpointSignedWithTwoDigestsCannotVetoStability(t *testing.T) {
+	c := newCluster(t, 4)
+	c.holdIf = isType(MsgCheckpoint)
+	c.submitAndRun(c.requests(4, 2, "c")...)
+	c.holdIf = nil
+	r := c.reps[1]
+	own := r.ckpts[4].ownDigest
+	lie := crypto.Digest{0x11, 0xe}
+	c.injectNow(3, 1, c.checkpointAs(3, 4, lie))
+	c.injectNow(2, 1, c.checkpointAs(2, 4, own))
+	if s := r.Status(); s.LowMark != 0 {
+		t.Fatalf("stable on own + one matching checkpoint: %+v", s)
+	}
+	c.injectNow(3, 1, c.checkpointAs(3, 4, own))
+	if s := r.Status(); s.LowMark != 4 {
+		t.Fatalf("replica 3's true checkpoint, after its lie, was not counted: %+v", s)
+	}
+	if len(c.dropped(1, "conflicting checkpoint")) != 1 {
+		t.Fatalf("replica 3 signing two digests was not counted as a conflict: %+v", c.drops[1])
+	}
+	sc := c.stables[1][0]
+	if sc.State != own || len(sc.Proof) != 3 {
+		t.Fatalf("stable checkpoint %+v, want the own digest with a 3-message proof", sc)
+	}
+	// Memory stays bounded: a third digest and more from one sender are not kept.
+	c.injectNow(2, 1, c.checkpointAs(2, 8, lie))
+	for k := byte(1); k <= 5; k++ {
+		c.injectNow(2, 1, c.checkpointAs(2, 8, crypto.Digest{k}))
+	}
+	if cv := r.ckpts[8]; cv == nil || len(cv.digests) != maxDigestsPerSender {
+		t.Fatalf("checkpoint votes at n=8 after 6 digests from one replica: %+v", cv)
+	}
+	if len(c.dropped(1, "more digests from one replica")) != 4 {
+		t.Fatalf("digests beyond %d from one replica not refused: %+v", maxDigestsPerSender, c.drops[1])
 	}
 }
 
@@ -271,12 +307,13 @@ func TestStateFromByzantinePeerThatDoesNotMatchCertifiedDigestIsRejected(t *test
 	}
 	c.reconnect(3)
 	c.holdIf = isType(MsgStateRequest)
-	// The certified checkpoint reaches replica 3, which starts fetching its state.
+	// The certified checkpoint reaches replica 3, which starts fetching state: any
+	// certified state above its low watermark (0), the one at 16 included.
 	for _, s := range sc.Proof {
 		c.injectNow(int(s.From), 3, &Envelope{Msg: s})
 	}
-	if len(c.held) != 1 || c.held[0].from != 3 || c.held[0].info().Seq != 16 {
-		t.Fatalf("replica 3 did not ask for the state at 16: held %d frames", len(c.held))
+	if len(c.held) != 1 || c.held[0].from != 3 || c.held[0].info().Seq != 1 {
+		t.Fatalf("replica 3 did not ask for state above n=0: held %d frames", len(c.held))
 	}
 
 	// The adversary holds replica 2's key and answers with the valid proof but a state

@@ -140,6 +140,8 @@ func (r *Replica) tryExecute() {
 		if e == nil || !e.committed || !e.hasBatch {
 			return
 		}
+		r.assert(n > r.h && e.commits.count(e.digest) >= r.q.Strong(), "executing n=%d without 2f+1 matching commits (low mark %d)", n, r.h)
+		r.decide(n, e.digest)
 		b := Batch{Seq: n, View: e.view, Digest: e.digest, Checkpoint: n%r.cfg.CheckpointInterval == 0}
 		for _, m := range e.batch {
 			req := &m.Request

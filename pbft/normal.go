@@ -105,6 +105,9 @@ func (r *Replica) propose(batch []*RequestMsg) {
 		digests[i] = m.Digest
 	}
 	pp := PrePrepare{View: r.view, Seq: r.nextSeq, Digest: BatchDigest(digests)}
+	r.assert(pp.Seq > r.viewMaxS && pp.Seq > r.h, "proposing n=%d at or below max-s %d or h %d", pp.Seq, r.viewMaxS, r.h)
+	_, decided := r.decided[pp.Seq]
+	r.assert(!decided, "proposing n=%d, already decided", pp.Seq)
 	m := &PrePrepareMsg{Signed: r.sign(MsgPrePrepare, pp), PrePrepare: pp, Batch: batch, HasBatch: true}
 	e := r.getEntry(pp.Seq)
 	e.pp, e.digest, e.batch, e.hasBatch = m, pp.Digest, batch, true
@@ -124,6 +127,11 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 	case ReplicaID(m.Signed.From) != r.q.Primary(pp.View):
 		r.drop(m, "pre-prepare not from the primary of its view")
 		return
+	}
+	// In any view: a replica changing view alone must still learn how far the cluster
+	// went, or it never asks for the state it lacks (tickStalled).
+	r.noteSeq(ReplicaID(m.Signed.From), pp.Seq)
+	switch {
 	case pp.View != r.view || !r.active:
 		r.notePeerView(ReplicaID(m.Signed.From), pp.View)
 		r.drop(m, "pre-prepare for another view")
@@ -132,7 +140,6 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 		r.drop(m, "pre-prepare sent to the primary")
 		return
 	}
-	r.noteSeq(ReplicaID(m.Signed.From), pp.Seq)
 	switch {
 	case !r.inWindow(pp.Seq):
 		if pp.Seq <= r.h {
@@ -147,13 +154,37 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 		r.drop(m, "pre-prepare batch over the configured size")
 		return
 	}
-	e := r.getEntry(pp.Seq)
-	if e.pp != nil {
-		if e.digest != pp.Digest {
+	e := r.log[pp.Seq]
+	if e != nil && e.view == r.view && e.pp != nil {
+		switch {
+		case e.digest != pp.Digest:
 			r.drop(m, "equivocating pre-prepare: another digest for this view and seq")
+			if e.alt == nil && m.HasBatch && !e.prepared && len(m.Batch) <= r.cfg.MaxBatchRequests {
+				e.alt = m
+				r.check(e)
+			}
+		case !e.hasBatch:
+			// The NEW-VIEW's pre-prepare, resent by the primary with its batch.
+			e.batch, e.hasBatch = m.Batch, true
+			r.rememberBatch(e.seq, e.digest, e.batch)
+			r.persistBatch(e)
+			r.tryExecute()
 		}
 		return
 	}
+	if pp.Seq <= r.viewMaxS {
+		// PBFT TOCS §4.4: a NEW-VIEW decides every seq up to its max-s (the ones below
+		// its checkpoint are done); a pre-prepare of the view for one of them that it does
+		// not carry is a primary rewriting history.
+		r.drop(m, "pre-prepare at or below the new view's max-s that its NEW-VIEW does not carry")
+		return
+	}
+	if d, ok := r.decided[pp.Seq]; ok && d != pp.Digest {
+		r.drop(m, "pre-prepare for a seq this replica committed with another batch")
+		return
+	}
+	e = r.getEntry(pp.Seq)
+	r.assert(e.pp == nil, "a second pre-prepare entered for v=%d n=%d", pp.View, pp.Seq)
 	e.pp, e.digest = m, pp.Digest
 	r.persistMsg(m.Envelope(), pp.View, pp.Seq)
 	r.attachBatch(e)
@@ -163,9 +194,10 @@ func (r *Replica) onPrePrepare(m *PrePrepareMsg) {
 
 // prepareEntry sends this backup's PREPARE for an accepted pre-prepare.
 func (r *Replica) prepareEntry(e *entry) {
+	r.assertVote(e, e.prepares.by[r.id], "prepare")
 	p := Prepare{View: e.view, Seq: e.seq, Digest: e.digest}
 	s := r.sign(MsgPrepare, p)
-	e.prepares[r.id] = vote{has: true, digest: e.digest, msg: s}
+	e.prepares.by[r.id] = vote{has: true, digest: e.digest, msg: s}
 	r.persistMsg(&Envelope{Msg: s}, e.view, e.seq)
 	r.broadcast(s)
 }
@@ -178,26 +210,26 @@ func (r *Replica) onPrepare(m *PrepareMsg) {
 		r.drop(m, "prepare from the primary")
 		return
 	}
-	r.onVote(m, p.View, p.Seq, p.Digest, func(e *entry) []vote { return e.prepares })
+	r.onVote(m, p.View, p.Seq, p.Digest, func(e *entry) *voteSet { return &e.prepares })
 }
 
 func (r *Replica) onCommit(m *CommitMsg) {
 	c := &m.Commit
-	r.onVote(m, c.View, c.Seq, c.Digest, func(e *entry) []vote { return e.commits })
+	r.onVote(m, c.View, c.Seq, c.Digest, func(e *entry) *voteSet { return &e.commits })
 }
 
-// onVote holds the rules PREPARE and COMMIT share: same view, inside the watermarks, one
-// vote per sender per entry (a second with another digest is refused, the same one again
-// is a retransmission to answer).
-func (r *Replica) onVote(m Message, view, n uint64, d crypto.Digest, votes func(*entry) []vote) {
+// onVote holds the rules PREPARE and COMMIT share: same view, inside the watermarks,
+// counted per digest and sender (voteSet: a second digest from one sender is evidence,
+// counted for its digest; the same vote again is a retransmission to answer).
+func (r *Replica) onVote(m Message, view, n uint64, d crypto.Digest, votes func(*entry) *voteSet) {
 	from := ReplicaID(m.Raw().From)
 	kind := m.Raw().Type.String()
 	r.notePeerView(from, view)
+	r.noteSeq(from, n) // in any view, as for pre-prepares
 	if view != r.view || !r.active {
 		r.drop(m, kind+" for another view")
 		return
 	}
-	r.noteSeq(from, n)
 	if !r.inWindow(n) {
 		if n <= r.h {
 			r.helpLaggard(from)
@@ -206,16 +238,20 @@ func (r *Replica) onVote(m Message, view, n uint64, d crypto.Digest, votes func(
 		return
 	}
 	e := r.getEntry(n)
-	vs := votes(e)
-	if v := &vs[from]; v.has {
-		if v.digest != d {
-			r.drop(m, "conflicting "+kind+" from the same replica")
-			return
-		}
+	var want *crypto.Digest
+	if e.pp != nil {
+		want = &e.digest
+	}
+	switch votes(e).add(from, d, *m.Raw(), want) {
+	case voteRepeat:
 		r.answerRetransmission(e, from)
 		return
+	case voteConflict:
+		r.drop(m, "conflicting "+kind+" from the same replica: both kept, each counts for its digest")
+	case voteRefused:
+		r.drop(m, kind+": more digests from one replica than are kept")
+		return
 	}
-	vs[from] = vote{has: true, digest: d, msg: *m.Raw()}
 	r.check(e)
 }
 
@@ -224,22 +260,72 @@ func (r *Replica) check(e *entry) {
 	if e.pp == nil {
 		return
 	}
+	if !e.prepared && e.alt != nil && e.prepares.count(e.alt.PrePrepare.Digest) >= 2*r.q.F {
+		r.switchToAlt(e)
+	}
 	// prepared(m, v, n, i): the pre-prepare and 2f matching prepares from distinct
 	// backups (the primary never sends one, see onPrepare).
-	if !e.prepared && countMatching(e.prepares, e.digest) >= 2*r.q.F {
+	if !e.prepared && e.prepares.count(e.digest) >= 2*r.q.F {
+		r.assertVote(e, e.commits.by[r.id], "commit")
 		e.prepared = true
 		r.recordPrepared(e)
 		c := Commit{View: e.view, Seq: e.seq, Digest: e.digest}
 		s := r.sign(MsgCommit, c)
-		e.commits[r.id] = vote{has: true, digest: e.digest, msg: s}
+		e.commits.by[r.id] = vote{has: true, digest: e.digest, msg: s}
 		r.persistMsg(&Envelope{Msg: s}, e.view, e.seq)
 		r.broadcast(s)
 	}
-	// committed-local: prepared and 2f+1 matching commits, its own included.
-	if e.prepared && !e.committed && countMatching(e.commits, e.digest) >= r.q.Strong() {
+	// committed-local: prepared and 2f+1 matching commits, its own included. Or the
+	// commit certificate rule: 2f+1 matching commits from distinct replicas, of which
+	// f+1 correct ones prepared the batch, so it is committed (PBFT's committed
+	// predicate) whether or not this replica prepared it; a replica that lags, or was
+	// split off, executes it without signing anything for it.
+	if !e.committed && e.hasBatch && e.commits.count(e.digest) >= r.q.Strong() {
 		e.committed = true
+		r.decide(e.seq, e.digest)
 		r.tryExecute()
 	}
+}
+
+// decide records that this replica committed (or executed) digest d at seq n.
+func (r *Replica) decide(n uint64, d crypto.Digest) {
+	old, ok := r.decided[n]
+	r.assert(!ok || old == d, "n=%d decided twice: %s, then %s", n, old.Short(), d.Short())
+	r.decided[n] = d
+}
+
+// assertVote checks, before this replica signs a vote for entry e, the two promises a
+// correct replica keeps: never two different own votes for one (view, seq), and never a
+// vote at a decided seq for another digest than the one it decided.
+func (r *Replica) assertVote(e *entry, own vote, kind string) {
+	r.assert(!own.has || own.digest == e.digest, "a second %s for v=%d n=%d with another digest", kind, e.view, e.seq)
+	d, ok := r.decided[e.seq]
+	r.assert(!ok || d == e.digest, "a %s for v=%d n=%d with digest %s, decided %s there", kind, e.view, e.seq, e.digest.Short(), d.Short())
+}
+
+// switchToAlt is the rule for a backup split off by an equivocating primary: it holds
+// the primary's other pre-prepare for (view, seq) and 2f matching prepares from distinct
+// backups for it, so that digest is prepared (PBFT's prepared predicate asks for the
+// pre-prepare and 2f prepares, not for this replica's own prepare). The digest it
+// accepted first never can be: two sets of a pre-prepare and 2f prepares intersect in
+// f+1 replicas, one of them a correct backup that would have prepared both. It keeps the
+// PREPARE it signed (it never signs another for the slot) and goes on to commit the
+// prepared digest with the others, instead of waiting for a checkpoint its lag would
+// hold back.
+func (r *Replica) switchToAlt(e *entry) {
+	alt := e.alt
+	d := alt.PrePrepare.Digest
+	if old, ok := r.decided[e.seq]; ok && old != d {
+		return
+	}
+	e.alt = nil
+	e.pp, e.digest = alt, d
+	e.batch, e.hasBatch = alt.Batch, true
+	r.rememberBatch(e.seq, d, alt.Batch)
+	for _, m := range alt.Batch {
+		r.inflight[m.Digest] = true
+	}
+	r.persistMsg(alt.Envelope(), e.view, e.seq)
 }
 
 // recordPrepared keeps the entry's prepared certificate (its pre-prepare and 2f
@@ -248,12 +334,7 @@ func (r *Replica) recordPrepared(e *entry) {
 	if pi := r.prepared[e.seq]; pi != nil && pi.view > e.view {
 		return
 	}
-	cert := PreparedCert{PrePrepare: e.pp.Signed}
-	for j := range e.prepares {
-		if v := &e.prepares[j]; v.has && v.digest == e.digest && len(cert.Prepares) < 2*r.q.F {
-			cert.Prepares = append(cert.Prepares, v.msg)
-		}
-	}
+	cert := PreparedCert{PrePrepare: e.pp.Signed, Prepares: e.prepares.signed(e.digest, 2*r.q.F)}
 	r.prepared[e.seq] = &preparedInfo{view: e.view, digest: e.digest, cert: cert}
 	r.rd.Persist = append(r.rd.Persist, Record{Kind: RecordPrepared, View: e.view, Seq: e.seq, Cert: cert})
 }
@@ -278,7 +359,7 @@ func (r *Replica) retransmit() {
 		}
 		for j := 0; j < r.cfg.N; j++ {
 			id := ReplicaID(j)
-			if id == r.id || (e.commits[j].has && e.commits[j].digest == e.digest) {
+			if id == r.id || e.commits.matches(id, e.digest) {
 				continue
 			}
 			if r.peerView[j] < r.view {
@@ -304,7 +385,7 @@ func (r *Replica) retransmit() {
 			continue
 		}
 		for j := 0; j < r.cfg.N; j++ {
-			if ReplicaID(j) == r.id || (cv.votes[j] != nil && cv.votes[j].Checkpoint.State == cv.ownDigest) {
+			if ReplicaID(j) == r.id || cv.voted(ReplicaID(j), cv.ownDigest) {
 				continue
 			}
 			r.sendTo(ReplicaID(j), &Envelope{Msg: *cv.own})
@@ -339,16 +420,28 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 
 // sendEntry sends this replica's part of an entry to one replica: the pre-prepare and
 // its batch if it is the primary, and its own prepare and commit if it sent them.
+//
+// A backup also relays the primary's signed PRE-PREPARE, with its batch, for an entry
+// it committed to a backup that has shown neither a prepare nor a commit for it: the
+// relayed pre-prepare rule. The primary's signature, not the relay, makes it
+// authentic, so a relay can forge nothing; and without it a replica that lags inside
+// the window, behind a faulty primary that stopped resending (or one whose own
+// checkpoint became stable and dropped the entries), waits for a checkpoint that its
+// lag itself (with a faulty replica's lying CHECKPOINTs) keeps from becoming stable.
 func (r *Replica) sendEntry(e *entry, to ReplicaID, primary bool) {
-	if primary && e.hasBatch {
+	switch {
+	case primary && e.hasBatch:
 		// Without its batch a pre-prepare does not verify: a peer lacking it gets the
 		// NEW-VIEW it came from, and fetches the batch like us.
 		r.sendTo(to, e.envelope())
+	case e.committed && e.hasBatch && to != r.q.Primary(e.view) &&
+		!e.prepares.matches(to, e.digest) && !e.commits.matches(to, e.digest):
+		r.sendTo(to, e.envelope())
 	}
-	if v := &e.prepares[r.id]; v.has {
+	if v := &e.prepares.by[r.id]; v.has {
 		r.sendTo(to, &Envelope{Msg: v.msg})
 	}
-	if v := &e.commits[r.id]; v.has {
+	if v := &e.commits.by[r.id]; v.has {
 		r.sendTo(to, &Envelope{Msg: v.msg})
 	}
 }

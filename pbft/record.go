@@ -214,9 +214,17 @@ func (r *Replica) Restore(recs []Record, v *Verifier) error {
 
 	// The log of that view: accepted pre-prepares first, then our own votes on them.
 	if r.active {
+		// A backup split off by an equivocating primary may have switched to the
+		// primary's other pre-prepare (switchToAlt): the one its own COMMIT names wins.
+		committed := make(map[uint64]crypto.Digest)
+		for _, o := range msgs {
+			if c, ok := o.msg.(*CommitMsg); ok && c.Commit.View == r.view && ReplicaID(c.Signed.From) == r.id {
+				committed[c.Commit.Seq] = c.Commit.Digest
+			}
+		}
 		for _, o := range msgs {
 			if pp, ok := o.msg.(*PrePrepareMsg); ok && pp.PrePrepare.View == r.view {
-				r.restorePrePrepare(pp)
+				r.restorePrePrepare(pp, committed)
 			}
 		}
 		for _, o := range msgs {
@@ -252,16 +260,11 @@ func (r *Replica) restoreStable(recs []Record, v *Verifier) error {
 	if err != nil {
 		return fmt.Errorf("restore: stable checkpoint n=%d: %w", rec.Seq, err)
 	}
-	votes := make([]*CheckpointMsg, r.cfg.N)
-	for _, c := range typed {
-		if uint64(c.Signed.From) < uint64(r.cfg.N) {
-			votes[c.Signed.From] = c
-		}
-	}
-	d, proof := r.strongProof(votes)
-	if proof == nil {
+	sc := r.certifiedBy(rec.Seq, typed)
+	if sc == nil {
 		return fmt.Errorf("restore: stable checkpoint n=%d without a 2f+1 proof", rec.Seq)
 	}
+	d, proof := sc.State, sc.Proof
 	var cs CheckpointState
 	if err := unmarshalCanonical(rec.State, &cs); err != nil {
 		return fmt.Errorf("restore: stable checkpoint n=%d: state: %w", rec.Seq, err)
@@ -299,15 +302,21 @@ func (r *Replica) restoreCert(rec *Record, v *Verifier) error {
 	return nil
 }
 
-// restorePrePrepare enters a recorded pre-prepare of the current view into the log.
-func (r *Replica) restorePrePrepare(pp *PrePrepareMsg) {
+// restorePrePrepare enters a recorded pre-prepare of the current view into the log:
+// the first recorded for its seq, unless this replica's own COMMIT there names another
+// one's digest (it switched to it, see switchToAlt).
+func (r *Replica) restorePrePrepare(pp *PrePrepareMsg, committed map[uint64]crypto.Digest) {
 	n := pp.PrePrepare.Seq
 	if !r.inWindow(n) {
 		return
 	}
 	e := r.getEntry(n)
 	if e.pp != nil {
-		return // from the NEW-VIEW, with the same digest: one pre-prepare per (view, seq)
+		d, ok := committed[n]
+		if !ok || e.digest == d || pp.PrePrepare.Digest != d || !pp.HasBatch {
+			return // one pre-prepare per (view, seq)
+		}
+		e.batch, e.hasBatch = nil, false
 	}
 	e.pp, e.digest = pp, pp.PrePrepare.Digest
 	r.attachBatch(e)
@@ -327,9 +336,9 @@ func (r *Replica) restoreVote(s Signed, view, n uint64, d crypto.Digest, commit 
 		return
 	}
 	if commit {
-		e.commits[r.id] = vote{has: true, digest: d, msg: s}
+		e.commits.by[r.id] = vote{has: true, digest: d, msg: s}
 		e.prepared = true
 		return
 	}
-	e.prepares[r.id] = vote{has: true, digest: d, msg: s}
+	e.prepares.by[r.id] = vote{has: true, digest: d, msg: s}
 }

@@ -18,8 +18,11 @@ type Replica struct {
 	// active is false while the replica changes to view: it accepts no normal-case
 	// message until the NEW-VIEW arrives.
 	active bool
-	// newView is the NEW-VIEW that started the current view, forwarded to laggards.
-	newView *Envelope
+	// newView is the NEW-VIEW that started the current view, forwarded to laggards;
+	// viewMaxS is its max-s (0 in view 0): up to it, the view's only pre-prepares are
+	// the ones the NEW-VIEW carries.
+	newView  *Envelope
+	viewMaxS uint64
 
 	// The view-change timer: it fires at vcDeadline (0: stopped); vcTimeout doubles
 	// while view changes make no progress.
@@ -53,6 +56,9 @@ type Replica struct {
 
 	log     map[uint64]*entry
 	nextSeq uint64 // primary: the last sequence number it assigned
+	// decided is, per seq above the stable checkpoint, the digest this replica committed
+	// or executed there, in whichever view: it never prepares another one at that seq.
+	decided map[uint64]crypto.Digest
 
 	// emitted is the last sequence number handed to the application; executed the last
 	// one whose result came back. They differ only while the runtime is executing.
@@ -96,6 +102,7 @@ type Replica struct {
 	// lastNewView and lastBatchServed rate-limit NEW-VIEW forwarding and batch replies.
 	lastNewView     []uint64
 	lastBatchServed []uint64
+	lastCertsServed []uint64
 
 	rd Ready
 }
@@ -111,6 +118,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		q:               q,
 		id:              cfg.ID,
 		log:             make(map[uint64]*entry),
+		decided:         make(map[uint64]crypto.Digest),
 		clients:         newClientTable(cfg.ReplyWindow),
 		pendingSet:      make(map[crypto.Digest]bool),
 		pendingPer:      make(map[ClientID]int),
@@ -132,6 +140,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		deferred:        make(map[uint64]*PrePrepareMsg),
 		lastNewView:     make([]uint64, cfg.N),
 		lastBatchServed: make([]uint64, cfg.N),
+		lastCertsServed: make([]uint64, cfg.N),
 		seenAhead:       make([]uint64, cfg.N),
 	}, nil
 }

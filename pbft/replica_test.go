@@ -36,20 +36,31 @@ func TestSecondPrePrepareWithAnotherDigestForSameViewAndSeqIsRefused(t *testing.
 		t.Fatalf("a repeated identical pre-prepare was refused or prepared twice: drops %+v", c.drops[1])
 	}
 
-	// A full quorum for the refused digest must not make it prepared or committed here.
+	// Commits for the refused digest, and fewer than 2f prepares for it, do not make it
+	// prepared or committed here.
 	c.injectNow(2, 1, c.prepareAs(2, 0, 1, dB))
-	c.injectNow(3, 1, c.prepareAs(3, 0, 1, dB))
-	if cm := c.sentFor(1, MsgCommit, 1); len(cm) != 0 {
-		t.Fatalf("replica 1 committed %+v on prepares for the refused digest", cm)
-	}
 	for _, j := range []int{0, 2, 3} {
 		c.injectNow(j, 1, c.commitAs(j, 0, 1, dB))
 	}
-	if len(c.apps[1].batches) != 0 {
-		t.Fatalf("replica 1 executed %v on commits for the refused digest", c.apps[1].batches)
+	if cm := c.sentFor(1, MsgCommit, 1); len(cm) != 0 || len(c.apps[1].batches) != 0 {
+		t.Fatalf("replica 1 committed %+v (executed %v) on f prepares for the refused digest", cm, c.apps[1].batches)
 	}
 	if e := c.reps[1].log[1]; e == nil || e.digest != dA || e.pp.PrePrepare.Digest != dA {
 		t.Fatalf("replica 1's log entry for n=1 no longer holds the first pre-prepare")
+	}
+	// 2f prepares from distinct backups for the other digest: it prepared without
+	// replica 1, and the first never can (switchToAlt). Replica 1 commits and executes
+	// it, and never signs a second PREPARE for the slot.
+	c.injectNow(3, 1, c.prepareAs(3, 0, 1, dB))
+	cm := c.sentFor(1, MsgCommit, 1)
+	if len(cm) != 1 || cm[0].Digest != dB {
+		t.Fatalf("replica 1 committed %+v after 2f prepares for the other digest, want one commit for it", cm)
+	}
+	if preps := c.sentFor(1, MsgPrepare, 1); len(preps) != 1 || preps[0].Digest != dA {
+		t.Fatalf("replica 1 prepared %+v, want only its first prepare", preps)
+	}
+	if len(c.apps[1].batches) != 1 || c.apps[1].digests[1] != dB {
+		t.Fatalf("replica 1 executed %v, want the batch that prepared", c.apps[1].digests)
 	}
 }
 
@@ -184,17 +195,23 @@ func TestPreparedNeedsTwoFMatchingPreparesFromDistinctBackups(t *testing.T) {
 	if len(c.dropped(1, "prepare for another view")) != 1 {
 		t.Fatalf("prepare of another view not refused: drops %+v", c.drops[1])
 	}
-	c.injectNow(3, 1, c.prepareAs(3, 0, 1, d)) // 3 changing its vote: refused
+	// Replica 3 signs a second digest: evidence that it is faulty, kept and counted for
+	// that digest (a first-come slot would let it veto wherever its other vote came
+	// first); a third digest from it is dropped.
+	c.injectNow(3, 1, c.prepareAs(3, 0, 1, d)) // 3
 	if len(c.dropped(1, "conflicting prepare")) != 1 {
-		t.Fatalf("second prepare from 3 with another digest not refused: drops %+v", c.drops[1])
+		t.Fatalf("second prepare from 3 with another digest not counted as a conflict: drops %+v", c.drops[1])
 	}
-	noCommit("changed vote")
-	c.injectNow(4, 1, c.prepareAs(4, 0, 1, d)) // 3
-	noCommit("2f-1 matching prepares")
-	c.injectNow(5, 1, c.prepareAs(5, 0, 1, d)) // 4 = 2f
+	c.injectNow(3, 1, c.prepareAs(3, 0, 1, crypto.Digest{3}))
+	if len(c.dropped(1, "prepare: more digests from one replica")) != 1 {
+		t.Fatalf("third prepare from 3 with another digest not refused: drops %+v", c.drops[1])
+	}
+	noCommit("2f-1 matching prepares, replica 3's second digest among them")
+	c.injectNow(4, 1, c.prepareAs(4, 0, 1, d)) // 4 = 2f
 	if cm := c.sentFor(1, MsgCommit, 1); len(cm) != 1 || cm[0].Digest != d || cm[0].View != 0 {
 		t.Fatalf("replica 1 did not commit once on 2f matching prepares: %+v", cm)
 	}
+	c.injectNow(5, 1, c.prepareAs(5, 0, 1, d))
 	c.injectNow(6, 1, c.prepareAs(6, 0, 1, d))
 	if cm := c.sentFor(1, MsgCommit, 1); len(cm) != 1 {
 		t.Fatalf("replica 1 committed again on a further prepare: %+v", cm)
@@ -248,15 +265,20 @@ func TestRequestExecutesOnlyOnceCommittedLocal(t *testing.T) {
 		t.Fatalf("replies after execution: %+v", r)
 	}
 
-	// Committed-local also needs prepared: 2f+1 commits without 2f prepares do not execute.
+	// The commit certificate rule: 2f+1 matching commits from distinct replicas mean f+1
+	// correct ones prepared the batch, so it is committed. Replica 2, not prepared
+	// itself, executes it on them, and signs no commit of its own; 2f do not suffice.
 	c.injectNow(0, 2, c.prePrepareAs(0, 0, 1, a)) // own prepare only
-	for _, j := range []int{0, 1, 3} {
+	for _, j := range []int{0, 1} {
 		c.injectNow(j, 2, c.commitAs(j, 0, 1, d))
 	}
-	noExec(2, "commits without prepared")
-	c.injectNow(3, 2, c.prepareAs(3, 0, 1, d))
+	noExec(2, "2f commits without prepared")
+	c.injectNow(3, 2, c.commitAs(3, 0, 1, d))
 	if !slices.Equal(c.apps[2].batches, []uint64{1}) {
-		t.Fatalf("replica 2 did not execute once prepared with 2f+1 commits: %v", c.apps[2].batches)
+		t.Fatalf("replica 2 did not execute on a commit certificate: %v", c.apps[2].batches)
+	}
+	if cm := c.sentFor(2, MsgCommit, 1); len(cm) != 0 {
+		t.Fatalf("replica 2 signed %+v without being prepared", cm)
 	}
 }
 

@@ -1,16 +1,28 @@
 package pbft
 
-import "github.com/pbftkit/pbft/crypto"
+import (
+	"slices"
+
+	"github.com/pbftkit/pbft/crypto"
+)
 
 // stateTransfer is an ongoing fetch of the state at a stable checkpoint this replica
 // cannot reach by executing its log. The state comes in chunks from one peer at a time;
 // a peer that is slow or serves state not matching the certified digest is replaced by
-// the next signer of the proof, and the assembly starts over.
+// the next peer, and the assembly starts over.
+//
+// It asks for any certified state above its low watermark, not only the target's: a
+// faulty replica can make its own checkpoint stable (its true vote and 2f correct ones)
+// while its lies keep the correct replicas from doing so, and then it alone holds the
+// target's state. A lower certified checkpoint that correct peers hold is progress;
+// the transfer goes on towards the target from there.
 type stateTransfer struct {
 	target *StableCheckpoint
-	peers  []ReplicaID // the proof's signers, the ones known to hold the state
-	next   int         // index into peers of the one to ask next
-	asked  uint64      // tick of the last request or chunk received
+	// peers are the signers of the certified checkpoints this transfer learnt of: the
+	// replicas known to have held a state above ours.
+	peers []ReplicaID
+	next  int    // index into peers of the one to ask next
+	asked uint64 // tick of the last request or chunk received
 
 	peer      ReplicaID // the peer chunks are assembled from
 	seq       uint64    // the checkpoint being assembled (0: none yet)
@@ -44,17 +56,17 @@ func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
 // way; it reports whether it did.
 func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	if r.transfer != nil && r.transfer.target.Seq >= sc.Seq {
+		r.transfer.addPeers(sc, r.id)
 		return false
 	}
 	if r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq {
 		return false
 	}
 	t := &stateTransfer{target: sc}
-	for _, s := range sc.Proof {
-		if ReplicaID(s.From) != r.id {
-			t.peers = append(t.peers, ReplicaID(s.From))
-		}
+	if r.transfer != nil {
+		t.peers = r.transfer.peers
 	}
+	t.addPeers(sc, r.id)
 	if len(t.peers) == 0 {
 		return false
 	}
@@ -65,14 +77,24 @@ func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	return true
 }
 
-// askState starts the assembly over with the next peer.
+// addPeers adds the signers of sc's proof (but self) to the peers asked.
+func (t *stateTransfer) addPeers(sc *StableCheckpoint, self ReplicaID) {
+	for _, s := range sc.Proof {
+		if id := ReplicaID(s.From); id != self && !slices.Contains(t.peers, id) {
+			t.peers = append(t.peers, id)
+		}
+	}
+}
+
+// askState starts the assembly over with the next peer, asking for any certified state
+// above ours.
 func (r *Replica) askState() {
 	t := r.transfer
 	t.peer = t.peers[t.next%len(t.peers)]
 	t.next++
 	t.asked = r.ticks
 	t.seq, t.chunks, t.got, t.requested = 0, nil, 0, 0
-	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
+	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.h + 1})})
 }
 
 // askChunks keeps up to stateWindow chunks in flight from the current peer.
@@ -100,7 +122,7 @@ func (r *Replica) tickStateTransfer() {
 		r.askState()
 	case idle > 0 && idle%period == 0:
 		if t.seq == 0 {
-			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: t.target.Seq})})
+			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.h + 1})})
 			return
 		}
 		sent := 0
@@ -168,7 +190,14 @@ func (r *Replica) noteSeq(from ReplicaID, n uint64) {
 // A replica that does not hold such a checkpoint stays silent: that is not a fault.
 func (r *Replica) onStateRequest(m *StateRequestMsg) {
 	from := ReplicaID(m.Signed.From)
-	if r.stable == nil || r.stableState == nil || m.StateRequest.Seq > r.h || from == r.id {
+	if from == r.id {
+		return
+	}
+	if m.StateRequest.Seq > r.h {
+		r.sendCommitCerts(from, m.StateRequest.Seq)
+		return
+	}
+	if r.stable == nil || r.stableState == nil {
 		return
 	}
 	size := r.cfg.StateChunkBytes
@@ -191,6 +220,28 @@ func (r *Replica) onStateRequest(m *StateRequestMsg) {
 	r.sendTo(from, &Envelope{Msg: r.sign(MsgStateResponse, resp)})
 }
 
+// sendCommitCerts answers a probe for seq n above this replica's stable checkpoint (the
+// prober stalled below it, see tickStalled) with the commit certificates it holds from
+// n on: each the primary's signed PRE-PREPARE with its batch and 2f+1 matching signed
+// COMMITs. With them the prober executes by the commit certificate rule (check), however
+// its own votes were crowded out; at most stateWindow of them, once per retransmit
+// period per peer.
+func (r *Replica) sendCommitCerts(to ReplicaID, n uint64) {
+	if uint64(to) >= uint64(r.cfg.N) || !r.due(&r.lastCertsServed[to]) {
+		return
+	}
+	for k := uint64(0); k < stateWindow && r.inWindow(n+k); k++ {
+		e := r.log[n+k]
+		if e == nil || !e.committed || !e.hasBatch || e.view != r.view {
+			return
+		}
+		r.sendTo(to, e.envelope())
+		for _, s := range e.commits.signed(e.digest, r.q.Strong()) {
+			r.sendTo(to, &Envelope{Msg: s})
+		}
+	}
+}
+
 // onStateResponse installs fetched state if (and only if) a valid 2f+1 proof certifies
 // its digest; a peer that serves anything else is skipped.
 func (r *Replica) onStateResponse(m *StateResponseMsg) {
@@ -200,23 +251,16 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 		// response would otherwise undo a newer install and force a second transfer.
 		return
 	}
-	votes := make([]*CheckpointMsg, r.cfg.N)
-	for _, c := range m.Proof {
-		if uint64(c.Signed.From) < uint64(r.cfg.N) {
-			votes[c.Signed.From] = c
-		}
-	}
-	d, proof := r.strongProof(votes)
-	if proof == nil {
+	sc := r.certifiedBy(resp.Seq, m.Proof)
+	if sc == nil {
 		r.drop(m, "state response without a 2f+1 checkpoint proof")
 		return
 	}
-	sc := &StableCheckpoint{Seq: resp.Seq, State: d, Proof: proof}
+	d := sc.State
 	if resp.Seq <= r.emitted && !r.ownCheckpointDiffers(resp.Seq, d) {
-		// We executed that far ourselves: the proof alone makes our checkpoint stable.
-		for _, c := range m.Proof {
-			r.onCheckpoint(c)
-		}
+		// We executed that far ourselves: the proof, taken as a whole, makes our
+		// checkpoint stable.
+		r.adoptCertified(sc)
 		return
 	}
 	state, done := r.assemble(m, sc)

@@ -238,13 +238,7 @@ func (r *Replica) checkViewChange(m *ViewChangeMsg) (*vcSummary, string) {
 		if b.StableSeq%r.cfg.CheckpointInterval != 0 {
 			return nil, "view change from a seq that is not a checkpoint"
 		}
-		votes := make([]*CheckpointMsg, r.cfg.N)
-		for _, c := range m.Proof {
-			if uint64(c.Signed.From) < uint64(r.cfg.N) {
-				votes[c.Signed.From] = c
-			}
-		}
-		if _, proof := r.strongProof(votes); proof == nil {
+		if r.certifiedBy(b.StableSeq, m.Proof) == nil {
 			return nil, "view change without a 2f+1 checkpoint proof"
 		}
 		sum.proof = m.Proof
@@ -305,6 +299,13 @@ func (r *Replica) onViewChange(m *ViewChangeMsg) {
 	}
 	v := sum.newView
 	r.peerView[from] = max(r.peerView[from], v)
+	if sum.stableSeq > r.h {
+		// Its checkpoint proof, checked as a whole, certifies a checkpoint beyond ours:
+		// adopt it (or fetch its state) now rather than at the NEW-VIEW.
+		if sc := r.certifiedBy(sum.stableSeq, sum.proof); sc != nil {
+			r.adoptCertified(sc)
+		}
+	}
 	if v < r.view || (v == r.view && r.active) {
 		// The sender is behind: the NEW-VIEW we hold brings it to our view.
 		r.sendNewView(from)
@@ -487,7 +488,7 @@ func (r *Replica) onNewView(m *NewViewMsg) {
 // enterView starts normal operation in r.view from a NEW-VIEW: the checkpoint it starts
 // from, then a pre-prepare (and, at a backup, a prepare) for every seq it re-proposes.
 func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMsg) {
-	r.newView = nv
+	r.newView, r.viewMaxS = nv, plan.maxS
 	r.stopTimer()
 	for n, e := range r.log {
 		if e.view < r.view {
@@ -527,8 +528,10 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			r.acceptNewViewPrePrepare(pp)
 		}
 	}
-	for _, c := range plan.minProof {
-		r.onCheckpoint(c)
+	// The NEW-VIEW's checkpoint, its proof checked as a whole: stable here, or the
+	// state transfer to it starts (PBFT TOCS §4.4).
+	if sc := r.certifiedBy(plan.minS, plan.minProof); sc != nil {
+		r.adoptCertified(sc)
 	}
 	if primary {
 		// A new primary proposes what its clients have been waiting for.
@@ -571,7 +574,16 @@ func (r *Replica) notePeerView(from ReplicaID, v uint64) {
 func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
 	// A fresh entry: the NEW-VIEW's pre-prepare is the first of its view at this seq.
 	n := pp.PrePrepare.Seq
-	e := &entry{seq: n, view: r.view, prepares: make([]vote, r.cfg.N), commits: make([]vote, r.cfg.N)}
+	if d, ok := r.decided[n]; ok && d != pp.PrePrepare.Digest {
+		// With at most f faulty replicas no valid NEW-VIEW does this: a seq committed
+		// here prepared at f+1 correct replicas, and one of them is in every 2f+1 view
+		// changes. Refused, never prepared.
+		r.rd.Drops = append(r.rd.Drops, Drop{From: pp.Signed.From, Type: MsgNewView, Reason: "new-view re-proposes a seq this replica committed with another batch"})
+		return
+	}
+	old := r.log[n]
+	r.assert(old == nil || old.view < r.view, "a second pre-prepare entered for v=%d n=%d (from the new-view)", r.view, n)
+	e := &entry{seq: n, view: r.view, prepares: newVoteSet(r.cfg.N), commits: newVoteSet(r.cfg.N)}
 	r.log[n] = e
 	e.pp, e.digest = pp, pp.PrePrepare.Digest
 	r.attachBatch(e)

@@ -307,9 +307,10 @@ func (r *Replica) onReplicaFrame(from peer.ID, frame []byte) {
 		return
 	}
 	// Replicas relay what others signed: client requests (to the primary), the
-	// CHECKPOINTs of a stable proof (to a laggard) and the NEW-VIEW (to a replica left
-	// in an older view). Anything else a replica sends is its own, and its stream says
-	// who it is.
+	// CHECKPOINTs of a stable proof (to a laggard), the NEW-VIEW (to a replica left in
+	// an older view), and the primary's PRE-PREPAREs and the COMMITs of a commit
+	// certificate (to a replica lagging in the window). Anything else a replica sends
+	// is its own, and its stream says who it is.
 	if !relayed(env.Msg.Type) && env.Msg.From != uint32(rid) {
 		r.dropInput("message names another sender than its stream", from, zap.Uint32("claims", env.Msg.From))
 		return
@@ -324,7 +325,7 @@ type queued struct {
 }
 
 func relayed(t pbft.MsgType) bool {
-	return t == pbft.MsgRequest || t == pbft.MsgCheckpoint || t == pbft.MsgNewView
+	return t == pbft.MsgRequest || t == pbft.MsgCheckpoint || t == pbft.MsgNewView || t == pbft.MsgPrePrepare || t == pbft.MsgCommit
 }
 
 func (r *Replica) onClientFrame(from peer.ID, frame []byte) {

@@ -53,6 +53,11 @@ type byzantine struct {
 	slow    []held                   // slow-primary: pre-prepares waiting to be sent
 	release map[uint64]uint64        // slow-primary: per seq, the tick its pre-prepare may go
 	ticks   uint64
+
+	truthTo     map[uint64]map[int]bool // lying-checkpoint-half: per seq, who hears the truth
+	rewrites    []*pbft.Envelope        // repropose: its re-proposals for rewriteView
+	rewriteView uint64
+	digests     []crypto.Digest // watermark-edge: digests it saw
 }
 
 // slot is a (view, seq) pair.
@@ -71,6 +76,7 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 		rng:     rand.New(rand.NewPCG(w.opts.Seed, uint64(id)+1)),
 		release: make(map[uint64]uint64),
 		voted:   make(map[voteKey]bool), planned: make(map[slot]bool), byzCkpt: make(map[uint64]crypto.Digest),
+		truthTo: make(map[uint64]map[int]bool),
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -113,6 +119,8 @@ func (b *byzantine) receive(from int, frame []byte) {
 	case "garbage":
 		b.remember(m)
 		return
+	case "repropose", "watermark-edge":
+		b.noteSeen(m)
 	case "collude":
 		b.collude(m)
 	case "equivocate":
@@ -148,6 +156,14 @@ func (b *byzantine) tick() {
 	case "replay":
 		for k := b.rng.IntN(3); k > 0 && len(b.history) > 0; k-- {
 			b.w.send(b.id, b.rng.IntN(b.w.n), b.history[b.rng.IntN(len(b.history))])
+		}
+	case "repropose":
+		if b.ticks++; b.ticks%10 == 0 {
+			b.resendRewrites()
+		}
+	case "watermark-edge":
+		if b.rng.IntN(3) == 0 {
+			b.sprayEdges()
 		}
 	}
 	b.core.Tick()
@@ -193,6 +209,19 @@ func (b *byzantine) emit(out pbft.Outbound) {
 		return
 	}
 	switch b.strategy {
+	case "lying-checkpoint", "lying-checkpoint-half":
+		if b.lieInCheckpoint(out) {
+			return
+		}
+	case "repropose":
+		if b.lieInCheckpoint(out) {
+			return
+		}
+		if env.Msg.Type == pbft.MsgNewView && out.To.Kind == pbft.ToAllReplicas {
+			b.w.sendOut(b.id, out)
+			b.rewriteHistory(env)
+			return
+		}
 	case "slow-primary":
 		var pp pbft.PrePrepare
 		if env.Msg.Type == pbft.MsgPrePrepare && decodeBody(env.Msg.Body, &pp) == nil {

@@ -205,6 +205,21 @@ func describeFrame(frame []byte) string {
 		if pbft.Unmarshal(m.Body, &c) == nil {
 			return fmt.Sprintf("checkpoint from %d n=%d state=%s", m.From, c.Seq, c.State.Short())
 		}
+	case pbft.MsgStateRequest:
+		var sr pbft.StateRequest
+		if pbft.Unmarshal(m.Body, &sr) == nil {
+			return fmt.Sprintf("state-request from %d n>=%d chunk=%d", m.From, sr.Seq, sr.Chunk)
+		}
+	case pbft.MsgStateResponse:
+		var sr pbft.StateResponse
+		if pbft.Unmarshal(m.Body, &sr) == nil {
+			return fmt.Sprintf("state-response from %d n=%d chunk=%d/%d proof=%d", m.From, sr.Seq, sr.Chunk, sr.Chunks, len(sr.Proof))
+		}
+	case pbft.MsgViewChange:
+		var vc pbft.ViewChange
+		if pbft.Unmarshal(m.Body, &vc) == nil {
+			return fmt.Sprintf("view-change from %d v=%d stable=%d certs=%d", m.From, vc.NewView, vc.StableSeq, len(vc.Prepared))
+		}
 	case pbft.MsgRequest:
 		var r pbft.Request
 		if pbft.Unmarshal(m.Body, &r) == nil {
@@ -279,7 +294,8 @@ func (w *world) sendOut(from int, out pbft.Outbound) {
 // strategies misbehave in any position; PrimaryStrategies misbehave only as primary and
 // make the primary of view 0 one of the faulty replicas.
 var (
-	BackupStrategies  = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate", "view-change-spam"}
+	BackupStrategies = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate", "view-change-spam",
+		"lying-checkpoint", "lying-checkpoint-half", "repropose", "watermark-edge"}
 	PrimaryStrategies = []string{"silent-primary", "slow-primary", "censor"}
 	Strategies        = append(append([]string{}, BackupStrategies...), PrimaryStrategies...)
 )
