@@ -189,6 +189,14 @@ func (r *Replica) openStore() error {
 		return nil
 	}
 	s, err := store.Open(r.opts.DataDir, store.Options{Sync: !r.opts.NoSync, Logger: r.log})
+	if inUse := (*store.InUseError)(nil); errors.As(err, &inUse) {
+		// The usual cause is the operator starting the same replica twice: say so,
+		// rather than leave them to decode a lock error.
+		if inUse.SameProcess {
+			return fmt.Errorf("replica %d: data dir %s is in use by another replica of this process (is replica %d started twice?)", r.opts.ID, r.opts.DataDir, r.opts.ID)
+		}
+		return fmt.Errorf("replica %d: data dir %s is in use by another process (is replica %d already running?)", r.opts.ID, r.opts.DataDir, r.opts.ID)
+	}
 	if err != nil {
 		return fmt.Errorf("replica %d: data dir: %w", r.opts.ID, err)
 	}
