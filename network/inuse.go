@@ -108,11 +108,33 @@ func checkListen(listen []ma.Multiaddr, id peer.ID) error {
 func inUse(a ma.Multiaddr, id peer.ID, bindErr error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	self, probe := ProbeIdentity(ctx, id, a)
+	self, probe := ProbeIdentity(ctx, id, dialable(a))
 	if probe == nil && !self {
 		probe = errors.New("no answer")
 	}
 	return &AddrInUseError{Addr: a, ID: id, Self: self, Probe: probe, Err: bindErr}
+}
+
+// dialable is a with an unspecified IP (0.0.0.0, ::), which is not dialed, replaced by
+// loopback: whoever holds the port on every interface answers there.
+func dialable(a ma.Multiaddr) ma.Multiaddr {
+	if len(a) == 0 {
+		return a
+	}
+	var loop string
+	switch {
+	case a[0].Code() == ma.P_IP4 && net.ParseIP(a[0].Value()).IsUnspecified():
+		loop = "/ip4/127.0.0.1"
+	case a[0].Code() == ma.P_IP6 && net.ParseIP(a[0].Value()).IsUnspecified():
+		loop = "/ip6/::1"
+	default:
+		return a
+	}
+	l, err := ma.NewMultiaddr(loop)
+	if err != nil {
+		return a
+	}
+	return l.Encapsulate(a[1:])
 }
 
 // bindOnce binds a (IP and TCP or UDP port, which is all New listens on) without

@@ -164,3 +164,24 @@ func TestRestartedHostGetsItsAddressBack(t *testing.T) {
 	}
 	again.Close()
 }
+
+// A twin listening on every interface is found too: the probe dials loopback, since an
+// unspecified address is not dialable.
+func TestSecondHostOfOneIdentityOnAllInterfacesIsRefused(t *testing.T) {
+	me := newIdentity(t)
+	first := startHost(t, me, "/ip4/0.0.0.0/tcp/0", ids(me))
+	port, err := tcpAddr(t, first).ValueForProtocol(ma.P_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "/ip4/0.0.0.0/tcp/" + port
+	second, err := New(Config{Identity: me.key, Listen: []string{addr}, Allow: ids(me)})
+	if err == nil {
+		second.Close()
+		t.Fatalf("a second host of %s started on %s", me.id, addr)
+	}
+	var inUse *AddrInUseError
+	if !errors.As(err, &inUse) || !inUse.Self || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("second host on %s: %v, want an *AddrInUseError with Self naming it", addr, err)
+	}
+}
