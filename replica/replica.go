@@ -165,8 +165,9 @@ func Start(opts Options) (*Replica, error) {
 	}
 	st := r.core.Status()
 	r.status.Store(&st)
-	// Nothing is signed before the loop runs, so the host starts first: it refuses to
-	// run beside another process of this replica (see startHost).
+	// No message leaves before the loop runs (Restore may have signed some, which wait
+	// in the core's Ready), and the host refuses to start beside another process of
+	// this replica (see startHost): a twin is turned away before it sends anything.
 	if err := r.startHost(me); err != nil {
 		r.store.Close()
 		return nil, err
