@@ -34,8 +34,9 @@
 // Keys are stored as single PEM blocks of type "PBFT PRIVATE KEY" or
 // "PBFT PUBLIC KEY" carrying a "Scheme: <name>" header; the block payload is
 // the circl binary encoding of the key. Private key files are written with mode
-// 0600, public key files with mode 0644. Every error returned while loading a
-// key file names the file.
+// 0600, public key files with mode 0644. A private key file that group or
+// others may read or write is refused when loaded, with the chmod that fixes
+// it. Every error returned while loading a key file names the file.
 //
 // For configuration files, a public key also has a one-line text form,
 // "<scheme>:<standard base64 of the key bytes>" (see [PublicKey.String] and

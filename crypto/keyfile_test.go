@@ -176,3 +176,58 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// A private key file anybody but its owner may read (or change) is refused, naming the
+// file, its mode and the command that fixes it; a public key file stays 0644.
+func TestPrivateKeyReadableByOthersIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.key")
+	k := testKey(t, "Ed25519", "mode")
+	if err := WritePrivateKeyFile(path, k); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mode fs.FileMode
+		want string // "" means accepted
+	}{
+		{0o600, ""},
+		{0o400, ""},
+		{0o644, "readable by group or others (mode 0644)"},
+		{0o640, "readable by group or others (mode 0640)"},
+		{0o604, "readable by group or others (mode 0604)"},
+		{0o620, "accessible by group or others (mode 0620)"},
+		{0o602, "accessible by group or others (mode 0602)"},
+	} {
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		for name, load := range map[string]func() error{
+			"ReadPrivateKeyFile":       func() error { _, err := ReadPrivateKeyFile(path); return err },
+			"ReadPrivateKeyFileScheme": func() error { _, err := ReadPrivateKeyFileScheme(path, "Ed25519"); return err },
+		} {
+			err := load()
+			if c.want == "" {
+				if err != nil {
+					t.Errorf("%s with mode %04o: %v", name, c.mode, err)
+				}
+				continue
+			}
+			if err == nil {
+				t.Errorf("%s with mode %04o: accepted", name, c.mode)
+				continue
+			}
+			for _, w := range []string{"key file " + path + ":", c.want, "run: chmod 600 " + path} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s with mode %04o: error %q lacks %q", name, c.mode, err, w)
+				}
+			}
+		}
+	}
+	pub := filepath.Join(dir, "node.pub")
+	if err := WritePublicKeyFile(pub, k.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPublicKeyFile(pub); err != nil {
+		t.Fatalf("public key file of mode 0644: %v", err)
+	}
+}

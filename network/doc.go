@@ -19,6 +19,10 @@
 //     lost (counted in Stats.Lost) and the writer reconnects with exponential
 //     backoff; frames queued meanwhile wait. The replication protocol above
 //     is expected to retransmit what matters.
+//   - Listen addresses are bound exclusively (no SO_REUSEPORT). New refuses
+//     one already bound, with an AddrInUseError that says whether what
+//     answers there proved it holds the host's own key: another process
+//     running as the same peer (see inuse.go).
 //   - Clients do not listen. A replica answers a client on the most recent
 //     stream the client opened on that protocol; the client reads its
 //     replies from the streams it opened.

@@ -212,7 +212,9 @@ func New(cfg Config) (*Host, error) {
 
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Exclusive binds: with SO_REUSEPORT (libp2p's default) a second process
+		// of this identity could listen on the same port (see inuse.go).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionGater(&gater{allow: h.allow, stats: &h.stats, log: log}),
@@ -231,6 +233,18 @@ func New(cfg Config) (*Host, error) {
 	} else {
 		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))
 	}
+	// Addresses that do not parse are left to libp2p, which names them.
+	var listen []ma.Multiaddr
+	for _, a := range cfg.Listen {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			listen = append(listen, m)
+		}
+	}
+	// libp2p starts when at least one listen address binds, and only logs the
+	// others: check them all first, and name whoever holds one.
+	if err := checkListen(listen, id); err != nil {
+		return nil, err
+	}
 	rm, err := resourceManager()
 	if err != nil {
 		return nil, err
@@ -240,6 +254,11 @@ func New(cfg Config) (*Host, error) {
 	if h.h, err = libp2p.New(opts...); err != nil {
 		h.cancel()
 		rm.Close()
+		// Someone may have bound an address since checkListen; libp2p's error
+		// flattens the errno into text, so look again.
+		if inUse := checkListen(listen, id); inUse != nil {
+			return nil, inUse
+		}
 		return nil, fmt.Errorf("network: start libp2p host %s: %w", id, err)
 	}
 	h.wg.Add(1)

@@ -13,9 +13,11 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +165,9 @@ func Start(opts Options) (*Replica, error) {
 	}
 	st := r.core.Status()
 	r.status.Store(&st)
+	// No message leaves before the loop runs (Restore may have signed some, which wait
+	// in the core's Ready), and the host refuses to start beside another process of
+	// this replica (see startHost): a twin is turned away before it sends anything.
 	if err := r.startHost(me); err != nil {
 		r.store.Close()
 		return nil, err
@@ -189,6 +194,14 @@ func (r *Replica) openStore() error {
 		return nil
 	}
 	s, err := store.Open(r.opts.DataDir, store.Options{Sync: !r.opts.NoSync, Logger: r.log})
+	if inUse := (*store.InUseError)(nil); errors.As(err, &inUse) {
+		// The usual cause is the operator starting the same replica twice: say so,
+		// rather than leave them to decode a lock error.
+		if inUse.SameProcess {
+			return fmt.Errorf("replica %d: data dir %s is in use by another replica of this process (is replica %d started twice?)", r.opts.ID, r.opts.DataDir, r.opts.ID)
+		}
+		return fmt.Errorf("replica %d: data dir %s is in use by another process (is replica %d already running?)", r.opts.ID, r.opts.DataDir, r.opts.ID)
+	}
 	if err != nil {
 		return fmt.Errorf("replica %d: data dir: %w", r.opts.ID, err)
 	}
@@ -241,10 +254,30 @@ func (r *Replica) startHost(me *cluster.Member) error {
 	if len(listen) == 0 {
 		listen = []string{me.Addr.String()}
 	}
+	// Two processes of one replica would each sign from their own history: to the
+	// others, an equivocating replica. network.New refuses a listen address already
+	// bound and finds out whether the holder is this replica; the address the others
+	// dial, when it is not one we listen on (a NAT in between, say), is probed here.
+	if !slices.Contains(listen, me.Addr.String()) {
+		ctx, cancel := context.WithTimeout(context.Background(), twinProbeTimeout)
+		twin, _ := network.ProbeIdentity(ctx, me.PeerID, me.Addr)
+		cancel()
+		if twin {
+			return r.twinError(me.Addr, me.PeerID)
+		}
+	}
 	h, err := network.New(network.Config{Identity: ident, Listen: listen, Allow: allow, QUIC: r.cl.UsesQUIC(),
 		MaxFrame: r.cl.Protocol.MaxFrameBytes, Logger: r.log,
 		// Each role on its own protocol: a client cannot open replica streams.
 		ProtocolPeers: map[protocol.ID][]peer.ID{network.ReplicaProtocol: replicas, network.ClientProtocol: clients}})
+	if inUse := (*network.AddrInUseError)(nil); errors.As(err, &inUse) {
+		if inUse.Self {
+			return r.twinError(inUse.Addr, inUse.ID)
+		}
+		return fmt.Errorf("replica %d: cannot listen on %s: the address is in use, and nothing there answered as replica %d (%s): "+
+			"another program holds it, or a process of replica %d too busy to answer; check who holds it with: %s",
+			r.opts.ID, inUse.Addr, r.opts.ID, inUse.Reason(), r.opts.ID, whoHolds(inUse.Addr))
+	}
 	if err != nil {
 		return fmt.Errorf("replica %d: listen on %v: %w", r.opts.ID, listen, err)
 	}
@@ -257,6 +290,30 @@ func (r *Replica) startHost(me *cluster.Member) error {
 	h.Handle(network.ClientProtocol, r.onClientFrame)
 	r.host = h
 	return nil
+}
+
+// twinProbeTimeout bounds the probe of the replica's advertised address when it does
+// not listen there itself: a live replica answers in milliseconds, an address that
+// drops packets costs this much at start.
+const twinProbeTimeout = 5 * time.Second
+
+// twinError is the refusal to start beside another process of this replica, which
+// answered at addr with the replica's peer ID id.
+func (r *Replica) twinError(addr multiaddr.Multiaddr, id peer.ID) error {
+	return fmt.Errorf("replica %d: another process is already running replica %d on %s (it answered there with the replica's peer ID %s): "+
+		"stop it before starting this one; two processes for one replica sign from two histories, which makes replica %d equivocate",
+		r.opts.ID, r.opts.ID, addr, id, r.opts.ID)
+}
+
+// whoHolds is the command that shows which process holds addr's port.
+func whoHolds(addr multiaddr.Multiaddr) string {
+	if port, err := addr.ValueForProtocol(multiaddr.P_UDP); err == nil {
+		return "ss -lunp 'sport = :" + port + "'"
+	}
+	if port, err := addr.ValueForProtocol(multiaddr.P_TCP); err == nil {
+		return "ss -ltnp 'sport = :" + port + "'"
+	}
+	return "ss -ltunp"
 }
 
 // Stop shuts the replica down: the network first, then the loop and its workers, then

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -199,4 +201,166 @@ func TestCLIRejectsBadInputNamingFileAndField(t *testing.T) {
 	if _, errOut, err := pbftCmd(bin, "client", "--config", cfg, "--timeout", "1s", "get", "k"); err == nil || !strings.Contains(errOut, "f+1=2") {
 		t.Errorf("client without a cluster: %v %q", err, errOut)
 	}
+}
+
+// syncBuffer is a bytes.Buffer a process writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runningReplica starts `pbft replica --config cfg --id id` and waits until it serves;
+// it is killed at the end of the test. The returned stop sends SIGTERM and checks that
+// it exits cleanly.
+func runningReplica(t *testing.T, bin, cfg string, id int) (log *syncBuffer, stop func()) {
+	t.Helper()
+	log = &syncBuffer{}
+	p := exec.Command(bin, "replica", "--config", cfg, "--id", fmt.Sprint(id))
+	p.Stdout, p.Stderr = log, log
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.Wait() }()
+	t.Cleanup(func() { p.Process.Kill() })
+	// Generous: a loaded machine running the race detector elsewhere.
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(log.String(), "replica started") {
+		select {
+		case err := <-exited:
+			t.Fatalf("replica %d exited before serving: %v\n%s", id, err, log)
+		case <-deadline:
+			t.Fatalf("replica %d did not start within 60 s:\n%s", id, log)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return log, func() {
+		t.Helper()
+		p.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("replica %d exited with %v after SIGTERM:\n%s", id, err, log)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("replica %d did not stop on SIGTERM", id)
+		}
+	}
+}
+
+// initCluster runs `pbft init` on free ports and returns the path of cluster.yaml.
+func initCluster(t *testing.T, bin string, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := append([]string{"init", "--replicas", "4", "--out", dir, "--base-port", fmt.Sprint(freeBase(t, 4))}, extra...)
+	if out, errOut, err := pbftCmd(bin, args...); err != nil {
+		t.Fatalf("init: %v\n%s%s", err, out, errOut)
+	}
+	return filepath.Join(dir, "cluster.yaml")
+}
+
+// A second `pbft replica --id 1` on another data dir, while replica 1 runs, exits
+// non-zero saying that another process runs replica 1 on its address; the first one
+// keeps running and stops cleanly. Over TCP and QUIC.
+func TestSecondProcessForOneReplicaIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	for _, transport := range []string{"tcp", "quic"} {
+		t.Run(transport, func(t *testing.T) {
+			var extra []string
+			if transport == "quic" {
+				extra = []string{"--quic"}
+			}
+			cfg := initCluster(t, bin, extra...)
+			log, stop := runningReplica(t, bin, cfg, 1)
+			_, errOut, err := pbftCmd(bin, "replica", "--config", cfg, "--id", "1", "--data", filepath.Join(t.TempDir(), "other.data"))
+			if err == nil {
+				t.Fatalf("a second replica 1 on another data dir exited 0:\n%s", errOut)
+			}
+			addr := regexp.MustCompile(`address: (\S+)`).FindAllStringSubmatch(mustReadFile(t, cfg), -1)[1][1]
+			want := "another process is already running replica 1 on " + addr
+			if !strings.Contains(errOut, want) {
+				t.Fatalf("stderr %q lacks %q", errOut, want)
+			}
+			if strings.Contains(log.String(), "replica stopped") {
+				t.Fatalf("the first replica 1 stopped:\n%s", log)
+			}
+			stop()
+		})
+	}
+}
+
+// A second `pbft replica --id 1` on the same data dir exits non-zero saying the dir is
+// in use by another process, not Pebble's "resource temporarily unavailable".
+func TestDataDirHeldByAnotherProcessSaysSo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	cfg := initCluster(t, bin)
+	_, stop := runningReplica(t, bin, cfg, 1)
+	_, errOut, err := pbftCmd(bin, "replica", "--config", cfg, "--id", "1")
+	if err == nil {
+		t.Fatalf("a second replica 1 on the same data dir exited 0:\n%s", errOut)
+	}
+	data := filepath.Join(filepath.Dir(cfg), "replica-1.data")
+	want := "replica 1: data dir " + data + " is in use by another process (is replica 1 already running?)"
+	if !strings.Contains(errOut, want) || strings.Contains(errOut, "resource temporarily unavailable") {
+		t.Fatalf("stderr %q lacks %q", errOut, want)
+	}
+	stop()
+}
+
+// `pbft init` writes private keys 0600; one made readable by others is refused at
+// start, naming the file and the chmod that fixes it, and accepted again after it.
+func TestPrivateKeyReadableByOthersIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	cfg := initCluster(t, bin)
+	key := filepath.Join(filepath.Dir(cfg), "replica-2.key")
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("pbft init wrote %s with mode %v (%v), want 0600", key, st.Mode().Perm(), err)
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := pbftCmd(bin, "replica", "--config", cfg, "--id", "2")
+	if err == nil {
+		t.Fatalf("replica 2 started with a key of mode 0644:\n%s", errOut)
+	}
+	for _, w := range []string{"replicas[2].key_file", key + ": private key is readable by group or others (mode 0644); run: chmod 600 " + key} {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr %q lacks %q", errOut, w)
+		}
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := runningReplica(t, bin, cfg, 2)
+	stop()
+}
+
+func mustReadFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

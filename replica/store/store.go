@@ -15,9 +15,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"go.uber.org/zap"
 
 	"github.com/pbftkit/pbft/crypto"
@@ -38,6 +44,24 @@ var (
 
 // ErrClosed is returned by every method of a Store after Close.
 var ErrClosed = errors.New("store: closed")
+
+// InUseError is returned by Open when the directory is locked by another open Store:
+// of another process (SameProcess false), or of this one. Two writers of one replica's
+// records would each sign from their own history, so Open never shares a directory.
+type InUseError struct {
+	Dir         string
+	SameProcess bool
+	Err         error // the lock's own error (EAGAIN or EACCES from fcntl, or Pebble's)
+}
+
+func (e *InUseError) Error() string {
+	if e.SameProcess {
+		return fmt.Sprintf("store: data dir %s is in use by another store of this process", e.Dir)
+	}
+	return fmt.Sprintf("store: data dir %s is in use by another process (it holds %s)", e.Dir, filepath.Join(e.Dir, "LOCK"))
+}
+
+func (e *InUseError) Unwrap() error { return e.Err }
 
 // Options configure a Store. The zero value does not sync; start from DefaultOptions.
 type Options struct {
@@ -65,8 +89,9 @@ type entry struct {
 // Store is a durable, append-ordered list of pbft.Records. Its methods are safe for
 // concurrent use; each runs alone.
 type Store struct {
-	dir string
-	wo  *pebble.WriteOptions
+	dir  string
+	wo   *pebble.WriteOptions
+	lock *pebble.Lock // the directory's LOCK, released by Close after the database
 
 	mu     sync.Mutex
 	db     *pebble.DB // nil once closed
@@ -77,29 +102,73 @@ type Store struct {
 }
 
 // Open opens the store in dir, creating the directory and an empty store if needed. It
-// refuses a database written in another format version, or one that holds data but no
-// format version. Errors name dir.
+// refuses a directory another Store holds open (*InUseError), a database written in
+// another format version, or one that holds data but no format version. Errors name dir.
 //
 // Open reads every stored value once, to index it for Compact; it does not decode them
 // (Load does, and reports any that is corrupt).
 func Open(dir string, opts Options) (*Store, error) {
-	db, err := pebble.Open(dir, pebbleOptions(opts.Logger))
+	lock, err := lockDir(dir)
 	if err != nil {
+		return nil, err
+	}
+	po := pebbleOptions(opts.Logger)
+	po.Lock = lock
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, db: db, wo: pebble.NoSync, next: 1}
+	s := &Store{dir: dir, db: db, lock: lock, wo: pebble.NoSync, next: 1}
 	if opts.Sync {
 		s.wo = pebble.Sync
 	}
 	if err := s.checkFormat(); err != nil {
-		_ = db.Close()
+		s.closeDB()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	if err := s.loadIndex(); err != nil {
-		_ = db.Close()
+		s.closeDB()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// lockDir takes the directory's LOCK file, as pebble.Open would, but on its own, so
+// that a lock held elsewhere is told apart from every other failure: Pebble reports it
+// as the bare errno ("resource temporarily unavailable"), which says nothing about
+// another process.
+func lockDir(dir string) (*pebble.Lock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err == nil {
+		return lock, nil
+	}
+	// Creating the LOCK file fails with a *PathError (a read-only directory, say); the
+	// lock itself, fcntl(F_SETLK), with a bare EAGAIN or EACCES (POSIX allows either)
+	// when another process holds it. Within one process Pebble keeps its own table of
+	// locked files and says so in words.
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES):
+		return nil, &InUseError{Dir: dir, Err: err}
+	case strings.Contains(err.Error(), "held by current process"):
+		return nil, &InUseError{Dir: dir, SameProcess: true, Err: err}
+	}
+	return nil, fmt.Errorf("store: open %s: lock: %w", dir, err)
+}
+
+// closeDB closes the database and then releases its directory's lock: in that order,
+// so no other Store opens the directory while this one may still write.
+func (s *Store) closeDB() error {
+	err := s.db.Close()
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // checkFormat checks the format version, writing it (synced) into a new database.
@@ -369,7 +438,7 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
 	}
-	err := s.db.Close()
+	err := s.closeDB()
 	s.db = nil
 	if err != nil {
 		return fmt.Errorf("store %s: close: %w", s.dir, err)
