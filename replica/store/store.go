@@ -9,6 +9,9 @@
 // Layout: one key per record, 'r' followed by a big-endian uint64 append counter, whose
 // value is the record's canonical CBOR (pbft.Marshal); and one meta key holding the
 // format version, which Open checks. Counters only grow, so key order is append order.
+//
+// Records that are damaged on disk are an error of Open or Load (DamageError), never
+// silently lost: see walcheck.go for the case Pebble alone lets through.
 package store
 
 import (

@@ -71,10 +71,9 @@ const (
 	legacyHeaderSize     = 7        // checksum (4), length (2), type (1)
 	recyclableHeaderSize = 11       // the same, then the low 32 bits of the log number
 
-	fullChunk   = 1
-	firstChunk  = 2
-	middleChunk = 3
-	lastChunk   = 4
+	fullChunk  = 1
+	firstChunk = 2
+	lastChunk  = 4 // and 3, a middle chunk
 	// Recyclable chunk types are the legacy ones plus recyclableOffset.
 	recyclableFull   = 5
 	recyclableFirst  = 6

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/record"
@@ -292,37 +291,40 @@ func TestEveryFlippedByteIsReportedOrHarmless(t *testing.T) {
 	}
 }
 
-// The cost of the check on a full-size WAL (Pebble's default memtable is 4 MiB; a
-// replica's 64 MiB would be a large one), read from a file as Open reads it.
-func TestCheckWALCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 64 MiB")
-	}
+// The cost of the check on a 64 MiB WAL (Pebble's default memtable, hence WAL, is 4
+// MiB), read from a file as Open reads it (from the page cache): all of it replayed,
+// or all of it the stale bytes of a recycled file after a short new log, searched past
+// the stop point.
+func BenchmarkCheckWAL64MiB(b *testing.B) {
 	recs := make([][]byte, 0, 64<<10)
 	rec := bytes.Repeat([]byte{0xa5, 0x17, 0x3c}, 333)
 	for size := 0; size < 64<<20; size += len(rec) {
 		recs = append(recs, rec)
 	}
-	w := writeWAL(t, testLogNum, recs)
-	path := filepath.Join(t.TempDir(), "000007.log")
-	if err := os.WriteFile(path, w.bytes, 0o644); err != nil {
-		t.Fatal(err)
+	full := writeWAL(b, testLogNum, recs).bytes
+	short := writeWAL(b, testLogNum, recs[:10]).bytes
+	recycled := append(bytes.Clone(short), writeWAL(b, 3, recs).bytes[len(short):]...)
+	for _, bc := range []struct {
+		name string
+		wal  []byte
+	}{{"replayed", full}, {"recycled", recycled}} {
+		b.Run(bc.name, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "000007.log")
+			if err := os.WriteFile(path, bc.wal, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(bc.wal)))
+			for b.Loop() {
+				f, err := os.Open(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				err = checkWAL(f, path, testLogNum)
+				f.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
-	best := time.Duration(1 << 62)
-	for range 3 {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		err = checkWAL(f, path, testLogNum)
-		d := time.Since(start)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		best = min(best, d)
-	}
-	t.Logf("checkWAL of a %d MiB WAL (file in the page cache): %v, %.0f MiB/s", len(w.bytes)>>20, best,
-		float64(len(w.bytes))/(1<<20)/best.Seconds())
 }
