@@ -33,9 +33,9 @@ package store
 //     order, so a torn tail may be a hole followed by valid middle or last chunks of the
 //     same record: those prove nothing. A later record's first chunk does: that record
 //     was only written once the one before it was acknowledged, hence durable.
-//   - Pebble's Close writes the end-of-log mark after everything before it was synced
-//     (with Sync on, each append already was), so a hole before the mark is damage too.
-//     This catches damage in the last record of a cleanly closed log.
+//   - Pebble writes the end-of-log mark only in Close, after every append, each of
+//     them synced (with Sync on): a hole before the mark is damage too. This catches
+//     damage in the last record of a cleanly closed log.
 //   - Chunks are matched by log number, which Pebble writes into every (recyclable)
 //     chunk: a recycled log file keeps the bytes of the older log it was, whose chunks
 //     carry an older number, so that stale data never counts. The end-of-log mark of
@@ -43,10 +43,10 @@ package store
 //     (no log number; Pebble v1.1 does not write them) never count either.
 //
 // What the rule cannot see: damage in the last record of a log that was not closed
-// cleanly (it looks exactly like that record torn by a power loss), and damage after
-// which nothing of this log follows. Both lose at most the one record that might have
-// been in flight. With Options.Sync off, a crash of the machine may lose acknowledged
-// records, out of order; checkWAL then reports that, rightly, as damage.
+// cleanly, which looks exactly like that record torn by a power loss. It loses at most
+// that one record, the one that may have been in flight. With Options.Sync off, a crash
+// of the machine may lose acknowledged records, out of order; where what survives shows
+// it, checkWAL reports that, rightly, as damage.
 //
 // Cost: one sequential read of the file and a CRC-32C of the bytes up to the stop point
 // (the same work Pebble's replay does again right after); past it (the tail, or a
