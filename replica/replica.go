@@ -43,7 +43,8 @@ type Options struct {
 	App     app.Application
 	// DataDir holds the replica's records in Pebble, synced before every send. Empty
 	// keeps them in memory: a restarted process then starts from nothing, which is only
-	// safe in tests and demos.
+	// safe in tests and demos. If the records there are damaged, Start fails with the
+	// store's *store.DamageError (errors.Is store.ErrDamaged), which says how to recover.
 	DataDir string
 	// NoSync skips the fsync of each record write. Records still reach the operating
 	// system before any message that depends on them leaves, so a crash of the replica
@@ -203,17 +204,24 @@ func (r *Replica) openStore() error {
 		return fmt.Errorf("replica %d: data dir %s is in use by another process (is replica %d already running?)", r.opts.ID, r.opts.DataDir, r.opts.ID)
 	}
 	if err != nil {
-		return fmt.Errorf("replica %d: data dir: %w", r.opts.ID, err)
+		return r.storeError(err)
 	}
 	r.store = s
 	return nil
+}
+
+// storeError is how Start reports an error of the store: as the store words it (it
+// names the directory, and for damaged records the file and how to recover), after
+// the replica's id, so that the user reads the recovery hint unchanged.
+func (r *Replica) storeError(err error) error {
+	return fmt.Errorf("replica %d: %w", r.opts.ID, err)
 }
 
 // restore brings the core back to where its records say it was.
 func (r *Replica) restore() error {
 	recs, err := r.store.Load()
 	if err != nil {
-		return fmt.Errorf("replica %d: data dir %s: %w", r.opts.ID, r.opts.DataDir, err)
+		return r.storeError(err)
 	}
 	if len(recs) == 0 {
 		return nil

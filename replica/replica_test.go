@@ -3,8 +3,10 @@ package replica
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,15 +101,53 @@ func newTestClusterOn(t *testing.T, quic bool, clients int) *testCluster {
 // start runs replica i on its data directory with a fresh application.
 func (tc *testCluster) start(i int) {
 	tc.t.Helper()
+	if err := tc.tryStart(i); err != nil {
+		tc.t.Fatalf("start replica %d: %v", i, err)
+	}
+}
+
+// tryStart is start returning Start's error.
+func (tc *testCluster) tryStart(i int) error {
+	tc.t.Helper()
 	key, err := tc.cl.LoadKey(&tc.cl.Replicas[i])
 	if err != nil {
 		tc.t.Fatal(err)
 	}
 	tc.apps[i] = kvstore.New()
 	tc.reps[i], err = Start(Options{Cluster: tc.cl, ID: uint32(i), Key: key, App: tc.apps[i],
-		DataDir: filepath.Join(tc.dir, fmt.Sprintf("replica-%d.data", i))})
-	if err != nil {
-		tc.t.Fatalf("start replica %d: %v", i, err)
+		DataDir: tc.dataDir(i)})
+	return err
+}
+
+// dataDir is replica i's data directory.
+func (tc *testCluster) dataDir(i int) string {
+	return filepath.Join(tc.dir, fmt.Sprintf("replica-%d.data", i))
+}
+
+// waitConverged waits until every replica has executed as far as replica 0, stops them
+// all, and checks that they end with the same application state.
+func (tc *testCluster) waitConverged(what string) {
+	tc.t.Helper()
+	waitFor(tc.t, 60*time.Second, what, func() bool {
+		e := tc.reps[0].Status().Executed
+		for _, r := range tc.reps {
+			if r.Status().Executed != e {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range tc.reps {
+		if err := r.Stop(); err != nil {
+			tc.t.Fatal(err)
+		}
+	}
+	want, _ := tc.apps[0].Snapshot()
+	for i, a := range tc.apps {
+		got, _ := a.Snapshot()
+		if !bytes.Equal(got, want) {
+			tc.t.Fatalf("replica %d's state differs from replica 0's", i)
+		}
 	}
 }
 
@@ -163,27 +203,76 @@ func TestReplicaRestartsFromItsDataDirAndCatchesUp(t *testing.T) {
 		t.Fatalf("restarted replica at %+v: want a stable checkpoint from its records", st)
 	}
 	tc.puts(60, 90)
-	waitFor(t, 30*time.Second, "the restarted replica to catch up", func() bool {
-		e := tc.reps[0].Status().Executed
-		for _, r := range tc.reps {
-			if r.Status().Executed != e {
-				return false
-			}
-		}
-		return true
-	})
-	for _, r := range tc.reps {
-		if err := r.Stop(); err != nil {
-			t.Fatal(err)
+	tc.waitConverged("the restarted replica to catch up")
+}
+
+// A replica whose write-ahead log was damaged in the middle refuses to start, with the
+// store's message naming the file and how to recover; once its data directory is moved
+// away, as that message says, it starts empty, rejoins the cluster by state transfer
+// and catches up.
+func TestReplicaWithADamagedWALRefusesToStartAndRejoinsOnceItsDataDirIsWiped(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.puts(0, 30)
+	if err := tc.reps[2].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tc.reps[2] = nil
+	dir := tc.dataDir(2)
+	wal := largestWAL(t, dir)
+	b, err := os.ReadFile(wal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+8; i++ {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(wal, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	err = tc.tryStart(2)
+	if err == nil {
+		t.Fatalf("replica 2 started on a damaged WAL, at %+v", tc.reps[2].Status())
+	}
+	tc.reps[2] = nil
+	if !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("start on a damaged WAL: %v, want store.ErrDamaged", err)
+	}
+	for _, want := range []string{"replica 2", wal, "move the directory " + dir, "state transfer"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start error %q does not say %q", err, want)
 		}
 	}
-	want, _ := tc.apps[0].Snapshot()
-	for i, a := range tc.apps {
-		got, _ := a.Snapshot()
-		if !bytes.Equal(got, want) {
-			t.Fatalf("replica %d's state differs from replica 0's", i)
+
+	if err := os.Rename(dir, dir+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	tc.puts(30, 50) // the cluster moves on meanwhile: its stable checkpoint passes 32
+	tc.start(2)
+	if st := tc.reps[2].Status(); st.Executed != 0 || st.LowMark != 0 {
+		t.Fatalf("replica 2 on an empty directory at %+v, want nothing", st)
+	}
+	tc.puts(50, 80)
+	// Batches up to the others' stable checkpoint are gone from their logs: replica 2
+	// can only have caught up by fetching a checkpoint's state.
+	tc.waitConverged("replica 2 to rejoin by state transfer")
+}
+
+// largestWAL returns the largest write-ahead log in a Pebble directory.
+func largestWAL(t *testing.T, dir string) string {
+	t.Helper()
+	logs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no WAL in %s (%v)", dir, err)
+	}
+	var best string
+	var size int64 = -1
+	for _, l := range logs {
+		if fi, err := os.Stat(l); err == nil && fi.Size() > size {
+			best, size = l, fi.Size()
 		}
 	}
+	return best
 }
 
 // The records on disk are compacted at stable checkpoints: what a replica keeps stays

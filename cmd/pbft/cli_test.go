@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/replica/store"
 )
 
 // buildCLI builds the pbft binary once per test run, as a user's `go build` would.
@@ -363,4 +367,102 @@ func mustReadFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A replica whose records are damaged (bytes flipped in the middle of its write-ahead
+// log) exits 1 at start, printing the store's message: the file, and how to recover.
+// Once its data directory is moved away as the message says, it starts.
+func TestReplicaWithDamagedRecordsExitsSayingHowToRecover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCLI(t)
+	dir := t.TempDir()
+	base := freeBase(t, 4)
+	if out, errOut, err := pbftCmd(bin, "init", "--replicas", "4", "--out", dir, "--base-port", fmt.Sprint(base)); err != nil {
+		t.Fatalf("init: %v\n%s%s", err, out, errOut)
+	}
+	cfg := filepath.Join(dir, "cluster.yaml")
+	data := filepath.Join(dir, "replica-0.data")
+	wal := damagedStore(t, data)
+
+	_, errOut, err := pbftCmd(bin, "replica", "--config", cfg, "--id", "0")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("replica on damaged records: %v, want exit status 1\n%s", err, errOut)
+	}
+	for _, want := range []string{"pbft: replica 0: store " + data + ": damaged records: WAL " + wal,
+		"move the directory " + data + " away", "state transfer"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+
+	if err := os.Rename(data, data+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	p := exec.Command(bin, "replica", "--config", cfg, "--id", "0")
+	p.Stdout, p.Stderr = &log, &log
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(log.String(), "replica started") {
+		select {
+		case err := <-done:
+			t.Fatalf("replica on an empty directory exited: %v\n%s", err, log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.Process.Kill()
+			t.Fatalf("replica on an empty directory did not start:\n%s", log.String())
+		}
+	}
+	p.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("replica exited with %v after SIGTERM:\n%s", err, log.String())
+		}
+	case <-time.After(20 * time.Second):
+		p.Process.Kill()
+		t.Fatal("replica did not stop on SIGTERM")
+	}
+}
+
+// damagedStore writes a store in dir whose write-ahead log (returned) spans several
+// blocks, and flips bytes in its middle.
+func damagedStore(t *testing.T, dir string) string {
+	t.Helper()
+	s, err := store.Open(dir, store.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range uint64(100) {
+		rec := pbft.Record{Kind: pbft.RecordStable, Seq: n, State: bytes.Repeat([]byte{byte(n)}, 2000)}
+		if err := s.Append([]pbft.Record{rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(logs) != 1 {
+		t.Fatalf("WALs %v (%v): want one", logs, err)
+	}
+	b, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+8; i++ {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(logs[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return logs[0]
 }

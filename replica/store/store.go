@@ -9,6 +9,9 @@
 // Layout: one key per record, 'r' followed by a big-endian uint64 append counter, whose
 // value is the record's canonical CBOR (pbft.Marshal); and one meta key holding the
 // format version, which Open checks. Counters only grow, so key order is append order.
+//
+// Records that are damaged on disk are an error of Open or Load (DamageError), never
+// silently lost: see walcheck.go for the case Pebble alone lets through.
 package store
 
 import (
@@ -63,6 +66,53 @@ func (e *InUseError) Error() string {
 
 func (e *InUseError) Unwrap() error { return e.Err }
 
+// ErrDamaged matches (errors.Is) every error of Open and Load saying that the records
+// on disk are damaged: a write-ahead log damaged before its end (which Pebble alone
+// would silently cut there), anything Pebble reports as corruption (a table or
+// manifest whose checksum fails), a stored value that does not decode. Such errors
+// are *DamageError.
+var ErrDamaged = errors.New("damaged records")
+
+// DamageError reports damaged records in a store's directory, and how to recover. A
+// replica must not run on them: it can no longer know everything it signed, so it
+// could contradict itself. Recovery is to start it on an empty directory, from which
+// it rejoins the cluster by state transfer.
+type DamageError struct {
+	Dir string // the store's directory
+	Err error  // what is damaged, naming the file (a WAL, a table) or the record key
+}
+
+func (e *DamageError) Error() string {
+	return fmt.Sprintf("store %s: %v: %v; to recover, move the directory %s away (keep it to find out what happened) "+
+		"and start the replica again: on an empty directory it rejoins the cluster by state transfer "+
+		"(having forgotten what it signed, it counts as one of the f faulty replicas the cluster tolerates until the cluster has moved past it)",
+		e.Dir, ErrDamaged, e.Err, e.Dir)
+}
+
+func (e *DamageError) Unwrap() error { return e.Err }
+
+func (e *DamageError) Is(target error) bool { return target == ErrDamaged }
+
+// errUndecodable marks a stored value that does not decode as a record: Pebble's
+// checksums passed, so something other than this store wrote it, but the records can
+// no more be trusted than if a disk had flipped its bytes.
+var errUndecodable = errors.New("not a record this store wrote")
+
+// isDamage reports whether err says that the stored records are damaged.
+func isDamage(err error) bool {
+	var wal *walDamage
+	return errors.As(err, &wal) || pebble.IsCorruptionError(err) || errors.Is(err, errUndecodable)
+}
+
+// storeError is how Open and Load report err from doing what in dir: a *DamageError
+// if it is about damaged records, else an error naming dir and what.
+func storeError(dir, what string, err error) error {
+	if isDamage(err) {
+		return &DamageError{Dir: dir, Err: err}
+	}
+	return fmt.Errorf("store %s: %s: %w", dir, what, err)
+}
+
 // Options configure a Store. The zero value does not sync; start from DefaultOptions.
 type Options struct {
 	// Sync makes every Append (and Compact) wait for an fsync of Pebble's write-ahead log
@@ -107,6 +157,11 @@ type Store struct {
 //
 // Open reads every stored value once, to index it for Compact; it does not decode them
 // (Load does, and reports any that is corrupt).
+//
+// Damaged records stop Open with a *DamageError (errors.Is ErrDamaged), never silently:
+// in particular a write-ahead log damaged before its end, which Pebble would replay
+// only up to the damage (walcheck.go). A tail torn by a crash is not damage: Open
+// recovers the records before it.
 func Open(dir string, opts Options) (*Store, error) {
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -117,7 +172,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		_ = lock.Close()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		return nil, storeError(dir, "open", err)
 	}
 	s := &Store{dir: dir, db: db, lock: lock, wo: pebble.NoSync, next: 1}
 	if opts.Sync {
@@ -125,11 +180,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err := s.checkFormat(); err != nil {
 		s.closeDB()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		return nil, storeError(dir, "open", err)
 	}
 	if err := s.loadIndex(); err != nil {
 		s.closeDB()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		return nil, storeError(dir, "open", err)
 	}
 	return s, nil
 }
@@ -218,7 +273,7 @@ func (s *Store) loadIndex() error {
 		n, ok := parseRecordKey(it.Key())
 		if !ok {
 			_ = it.Close()
-			return fmt.Errorf("malformed record key %x", it.Key())
+			return fmt.Errorf("key %x: %w", it.Key(), errUndecodable)
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
@@ -293,19 +348,19 @@ func (s *Store) Load() ([]pbft.Record, error) {
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: recordLower, UpperBound: recordUpper})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: load: %w", s.dir, err)
+		return nil, storeError(s.dir, "load", err)
 	}
 	recs := make([]pbft.Record, 0, len(s.index))
 	fail := func(err error) ([]pbft.Record, error) {
 		_ = it.Close()
-		return nil, fmt.Errorf("store %s: load: %w", s.dir, err)
+		return nil, storeError(s.dir, "load", err)
 	}
 	i := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		n, ok := parseRecordKey(k)
 		if !ok || i >= len(s.index) || s.index[i].n != n {
-			return fail(fmt.Errorf("%s: not a record this store wrote", keyName(k)))
+			return fail(fmt.Errorf("%s: %w", keyName(k), errUndecodable))
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
@@ -313,13 +368,13 @@ func (s *Store) Load() ([]pbft.Record, error) {
 		}
 		var rec pbft.Record
 		if err := pbft.Unmarshal(v, &rec); err != nil {
-			return fail(fmt.Errorf("%s: %w", keyName(k), err))
+			return fail(fmt.Errorf("%s: %w: %w", keyName(k), errUndecodable, err))
 		}
 		recs = append(recs, rec)
 		i++
 	}
 	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("store %s: load: %w", s.dir, err)
+		return nil, storeError(s.dir, "load", err)
 	}
 	if i != len(s.index) {
 		return nil, fmt.Errorf("store %s: load: %d records read, %d indexed", s.dir, i, len(s.index))
@@ -477,6 +532,7 @@ func pebbleOptions(l *zap.Logger) *pebble.Options {
 	}
 	l = l.Named("pebble")
 	return &pebble.Options{
+		FS:     walCheckFS{vfs.Default},
 		Logger: pebbleLogger{l},
 		EventListener: &pebble.EventListener{
 			BackgroundError: func(err error) { l.Error("background error", zap.Error(err)) },

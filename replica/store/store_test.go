@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -357,6 +358,9 @@ func TestCorruptRecordIsAnErrorNamingItsKey(t *testing.T) {
 	recs, err := s.Load()
 	if err == nil {
 		t.Fatalf("Load of a corrupt store returned %d records and no error", len(recs))
+	}
+	if !errors.Is(err, ErrDamaged) {
+		t.Errorf("Load error %q is not ErrDamaged", err)
 	}
 	for _, want := range []string{fmt.Sprintf("%x", bad), dir} {
 		if !strings.Contains(err.Error(), want) {
