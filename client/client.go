@@ -468,7 +468,7 @@ func (c *Client) onSuperseded(rid pbft.ReplicaID, s *pbft.Signed) {
 	p.notices[rid] = &sm.Superseded
 	if len(p.notices) < c.cl.F+1 {
 		frame := p.frame
-		first := len(p.notices) == 1
+		first := len(p.notices) == 1 && frame != nil // nil: a liar guessed a timestamp not yet sent
 		c.mu.Unlock()
 		if first {
 			// One notice proves nothing, but the others come at once if every replica
