@@ -16,13 +16,13 @@ import (
 )
 
 // fakeReplica is a replica's network identity whose answers the test scripts: it sees
-// the client's requests and replies with whatever answer returns (nil: silence).
+// the client's requests and answers with whatever the test's function returns (nil:
+// silence).
 type fakeReplica struct {
-	id     pbft.ReplicaID
-	host   *network.Host
-	mu     sync.Mutex
-	got    []pbft.Request
-	answer func(req pbft.Request) [][]byte // results to reply, possibly several
+	id   pbft.ReplicaID
+	host *network.Host
+	mu   sync.Mutex
+	got  []pbft.Request
 }
 
 func (f *fakeReplica) requests() int {
@@ -31,8 +31,33 @@ func (f *fakeReplica) requests() int {
 	return len(f.got)
 }
 
-// setup starts 4 fake replicas on loopback and a real client of the generated cluster.
+// setup starts 4 fake replicas on loopback and a real client of the generated cluster;
+// each replica replies to a request with the results answer returns, possibly several.
 func setup(t *testing.T, answer func(id pbft.ReplicaID, req pbft.Request) [][]byte) (*Client, []*fakeReplica) {
+	t.Helper()
+	return setupWith(t, func(id pbft.ReplicaID, req pbft.Request) []pbft.Signed {
+		var out []pbft.Signed
+		for _, res := range answer(id, req) {
+			out = append(out, replyMsg(id, req, res))
+		}
+		return out
+	})
+}
+
+// replyMsg is replica id's REPLY with result res to req.
+func replyMsg(id pbft.ReplicaID, req pbft.Request, res []byte) pbft.Signed {
+	body := pbft.Marshal(pbft.Reply{View: 0, Timestamp: req.Timestamp, Client: req.Client, Result: res})
+	return pbft.Signed{Type: pbft.MsgReply, From: uint32(id), Body: body}
+}
+
+// supersededMsg is replica id's SUPERSEDED notice for req, with the marks low and high.
+func supersededMsg(id pbft.ReplicaID, req pbft.Request, low, high uint64) pbft.Signed {
+	body := pbft.Marshal(pbft.Superseded{View: 0, Client: req.Client, Timestamp: req.Timestamp, Low: low, High: high})
+	return pbft.Signed{Type: pbft.MsgSuperseded, From: uint32(id), Body: body}
+}
+
+// setupWith is setup with replicas that answer with the messages respond returns.
+func setupWith(t *testing.T, respond func(id pbft.ReplicaID, req pbft.Request) []pbft.Signed) (*Client, []*fakeReplica) {
 	t.Helper()
 	dir := t.TempDir()
 	var addrs []string
@@ -72,9 +97,8 @@ func setup(t *testing.T, answer func(id pbft.ReplicaID, req pbft.Request) [][]by
 			f.mu.Lock()
 			f.got = append(f.got, req)
 			f.mu.Unlock()
-			for _, res := range answer(f.id, req) {
-				body := pbft.Marshal(pbft.Reply{View: 0, Timestamp: req.Timestamp, Client: req.Client, Result: res})
-				h.Send(from, network.ClientProtocol, pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Signed{Type: pbft.MsgReply, From: uint32(f.id), Body: body}}))
+			for _, m := range respond(f.id, req) {
+				h.Send(from, network.ClientProtocol, pbft.EncodeEnvelope(&pbft.Envelope{Msg: m}))
 			}
 		})
 		fakes = append(fakes, f)

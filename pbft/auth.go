@@ -143,8 +143,10 @@ func (v *Verifier) Open(e *Envelope) (Message, error) {
 	if len(e.Batch) > 0 && !e.Msg.Type.carriesBatch() {
 		return nil, malformed("%s carries a batch", e.Msg.Type)
 	}
-	if e.Msg.Type == MsgReply {
-		return nil, malformed("reply sent to a replica")
+	if e.Msg.Type == MsgReply || e.Msg.Type == MsgSuperseded {
+		// Unsigned answers to clients: a replica has nothing to learn from them, and
+		// they carry no signature to check.
+		return nil, malformed("%s sent to a replica", e.Msg.Type)
 	}
 	m, err := v.open(&e.Msg)
 	if err != nil {
@@ -208,6 +210,30 @@ func OpenReply(s *Signed, from ReplicaID, lim Limits) (*ReplyMsg, error) {
 		return nil, malformed("reply result of %d bytes exceeds limit %d", len(r.Result), lim.MaxResultBytes)
 	}
 	return &ReplyMsg{From: from, Reply: r}, nil
+}
+
+// OpenSuperseded decodes a SUPERSEDED notice for a client, by the rules of OpenReply:
+// canonical CBOR within the limits, the sender named by the client's authenticated
+// channel (from), and a notice that could be true (Timestamp <= Low <= High). Whether
+// to believe it is the client's call: f+1 distinct replicas must send one.
+func OpenSuperseded(s *Signed, from ReplicaID, lim Limits) (*SupersededMsg, error) {
+	if s.Type != MsgSuperseded {
+		return nil, malformed("expected superseded, got %s", s.Type)
+	}
+	if s.From != uint32(from) {
+		return nil, malformed("superseded notice names replica %d but came from %d", s.From, from)
+	}
+	if len(s.Body) > lim.MaxMessageBytes {
+		return nil, malformed("superseded body of %d bytes exceeds limit %d", len(s.Body), lim.MaxMessageBytes)
+	}
+	var n Superseded
+	if err := unmarshalCanonical(s.Body, &n); err != nil {
+		return nil, err
+	}
+	if n.Timestamp > n.Low || n.Low > n.High {
+		return nil, malformed("superseded notice with timestamp %d, low %d, high %d: want timestamp <= low <= high", n.Timestamp, n.Low, n.High)
+	}
+	return &SupersededMsg{From: from, Superseded: n}, nil
 }
 
 // open verifies one signed message (and the signed messages nested in it).

@@ -90,7 +90,8 @@ func codecRequestMsg(s pbft.Signed, r pbft.Request) *pbft.RequestMsg {
 }
 
 // codecSample is one valid envelope of the test cluster and what opening it yields: a
-// pbft.Message from Verifier.Open, or for a REPLY the *pbft.ReplyMsg of OpenReply.
+// pbft.Message from Verifier.Open, or for a REPLY the *pbft.ReplyMsg of OpenReply (for a
+// SUPERSEDED notice the *pbft.SupersededMsg of OpenSuperseded).
 type codecSample struct {
 	name string
 	env  *pbft.Envelope
@@ -127,6 +128,9 @@ type codecWorld struct {
 
 	replyBody pbft.Reply
 	reply     pbft.Signed // from 2, unsigned
+
+	supersededBody pbft.Superseded
+	superseded     pbft.Signed // from 2, unsigned
 }
 
 var codecTestWorld = sync.OnceValue(func() *codecWorld {
@@ -186,6 +190,8 @@ var codecTestWorld = sync.OnceValue(func() *codecWorld {
 
 	w.replyBody = pbft.Reply{View: 0, Timestamp: 1, Client: codecAlice, Result: []byte("1")}
 	w.reply = pbft.Signed{Type: pbft.MsgReply, From: 2, Body: pbft.Marshal(&w.replyBody)}
+	w.supersededBody = pbft.Superseded{View: 0, Client: codecAlice, Timestamp: 1, Low: 2, High: 5}
+	w.superseded = pbft.Signed{Type: pbft.MsgSuperseded, From: 2, Body: pbft.Marshal(&w.supersededBody)}
 	return w
 })
 
@@ -276,6 +282,11 @@ func codecSamples() []codecSample {
 			want: &pbft.ReplyMsg{From: 2, Reply: w.replyBody},
 		},
 		{
+			name: "superseded",
+			env:  &pbft.Envelope{Msg: w.superseded},
+			want: &pbft.SupersededMsg{From: 2, Superseded: w.supersededBody},
+		},
+		{
 			name: "checkpoint",
 			env:  &pbft.Envelope{Msg: w.cps[2]},
 			want: w.cpMsgs(2)[0],
@@ -336,10 +347,13 @@ func codecSamples() []codecSample {
 }
 
 // codecOpen opens a decoded envelope the way its receiver would: a client with
-// OpenReply, a replica with Verifier.Open.
+// OpenReply or OpenSuperseded, a replica with Verifier.Open.
 func codecOpen(v *pbft.Verifier, e *pbft.Envelope) (any, error) {
-	if e.Msg.Type == pbft.MsgReply {
+	switch e.Msg.Type {
+	case pbft.MsgReply:
 		return pbft.OpenReply(&e.Msg, pbft.ReplicaID(e.Msg.From), v.Limits)
+	case pbft.MsgSuperseded:
+		return pbft.OpenSuperseded(&e.Msg, pbft.ReplicaID(e.Msg.From), v.Limits)
 	}
 	return v.Open(e)
 }
@@ -350,7 +364,7 @@ func TestEnvelopeRoundTripEveryMessageType(t *testing.T) {
 	for _, s := range samples {
 		seen[s.env.Msg.Type] = true
 	}
-	for typ := pbft.MsgRequest; typ <= pbft.MsgBatchReply; typ++ {
+	for typ := pbft.MsgRequest; typ <= pbft.MsgSuperseded; typ++ {
 		if !seen[typ] {
 			t.Errorf("no round-trip sample of %s", typ)
 		}
@@ -679,7 +693,7 @@ func TestDecodeRejectsUnknownMessageType(t *testing.T) {
 	k := w.k
 	lim := pbft.DefaultLimits()
 	v := k.verifier(lim)
-	for _, typ := range []pbft.MsgType{0, pbft.MsgBatchReply + 1, 100, 255} {
+	for _, typ := range []pbft.MsgType{0, pbft.MsgSuperseded + 1, 100, 255} {
 		s := pbft.Signed{Type: typ, From: 1, Body: w.prep1.Body, Sig: k.replicas[1].Sign(typ, 1, w.prep1.Body)}
 		env := &pbft.Envelope{Msg: s}
 		if _, err := pbft.DecodeEnvelope(pbft.EncodeEnvelope(env), lim); !errors.Is(err, pbft.ErrMalformed) {
@@ -698,7 +712,7 @@ func TestDecodeRejectsBatchOnAnotherType(t *testing.T) {
 	w := codecTestWorld()
 	lim := pbft.DefaultLimits()
 	v := w.k.verifier(lim)
-	for _, s := range []pbft.Signed{w.req1, w.prep1, w.commit3, w.cps[0], w.vcs[1], w.nv, w.reply} {
+	for _, s := range []pbft.Signed{w.req1, w.prep1, w.commit3, w.cps[0], w.vcs[1], w.nv, w.reply, w.superseded} {
 		env := &pbft.Envelope{Msg: s, Batch: []pbft.Signed{w.req2}}
 		if _, err := pbft.DecodeEnvelope(pbft.EncodeEnvelope(env), lim); !errors.Is(err, pbft.ErrMalformed) {
 			t.Errorf("%s with a batch: DecodeEnvelope err = %v, want ErrMalformed", s.Type, err)
@@ -721,6 +735,19 @@ func TestOpenRejectsReply(t *testing.T) {
 	w := codecTestWorld()
 	if m, err := w.k.verifier(pbft.DefaultLimits()).Open(&pbft.Envelope{Msg: w.reply}); !errors.Is(err, pbft.ErrMalformed) {
 		t.Fatalf("Open(reply) = %+v, %v; want ErrMalformed", m, err)
+	}
+}
+
+// A superseded notice, like a reply, is for clients: a replica refuses it, with or
+// without a signature.
+func TestOpenRejectsSupersededNotice(t *testing.T) {
+	w := codecTestWorld()
+	v := w.k.verifier(pbft.DefaultLimits())
+	signed := w.k.replica(2, pbft.MsgSuperseded, w.supersededBody)
+	for _, s := range []pbft.Signed{w.superseded, signed} {
+		if m, err := v.Open(&pbft.Envelope{Msg: s}); !errors.Is(err, pbft.ErrMalformed) {
+			t.Fatalf("Open(superseded, %d-byte signature) = %+v, %v; want ErrMalformed", len(s.Sig), m, err)
+		}
 	}
 }
 
@@ -1141,6 +1168,55 @@ func TestOpenReplyRejectsReplyNamingAnotherReplica(t *testing.T) {
 		if r, err := pbft.OpenReply(&s, 2, lim); !errors.Is(err, pbft.ErrMalformed) {
 			t.Errorf("reply with %s: OpenReply = %+v, %v; want ErrMalformed", name, r, err)
 		}
+	}
+}
+
+func TestOpenSupersededRejectsNoticeNamingAnotherReplicaOrImpossibleMarks(t *testing.T) {
+	w := codecTestWorld()
+	lim := pbft.DefaultLimits()
+	if _, err := pbft.OpenSuperseded(&w.superseded, 2, lim); err != nil {
+		t.Fatalf("notice of 2 from 2: %v", err)
+	}
+	for _, from := range []pbft.ReplicaID{0, 1, 3, 1<<32 - 1} {
+		if n, err := pbft.OpenSuperseded(&w.superseded, from, lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Errorf("notice naming replica 2 on the channel of %d: OpenSuperseded = %+v, %v; want ErrMalformed", from, n, err)
+		}
+	}
+	// Only superseded notices are opened this way.
+	for _, s := range []pbft.Signed{w.reply, w.prep2, w.req1} {
+		if n, err := pbft.OpenSuperseded(&s, pbft.ReplicaID(s.From), lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Errorf("OpenSuperseded(%s) = %+v, %v; want ErrMalformed", s.Type, n, err)
+		}
+	}
+	// A notice no correct replica sends: the request above the low mark, or the low
+	// mark above the highest timestamp admitted.
+	for _, b := range []pbft.Superseded{
+		{Client: codecAlice, Timestamp: 3, Low: 2, High: 5},
+		{Client: codecAlice, Timestamp: 1, Low: 6, High: 5},
+	} {
+		s := w.superseded
+		s.Body = pbft.Marshal(&b)
+		if n, err := pbft.OpenSuperseded(&s, 2, lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Errorf("notice %+v: OpenSuperseded = %+v, %v; want ErrMalformed", b, n, err)
+		}
+	}
+	// And the body must be a canonical SUPERSEDED within the limits.
+	for name, body := range map[string][]byte{
+		"reply body":     w.reply.Body,
+		"trailing byte":  codecCat(w.superseded.Body, []byte{0}),
+		"empty":          nil,
+		"long-form view": codecCat(codecHead(4, 5), codecLongHead(0, 0, 1), w.superseded.Body[2:]),
+	} {
+		s := w.superseded
+		s.Body = body
+		if n, err := pbft.OpenSuperseded(&s, 2, lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Errorf("notice with %s: OpenSuperseded = %+v, %v; want ErrMalformed", name, n, err)
+		}
+	}
+	tight := lim
+	tight.MaxMessageBytes = len(w.superseded.Body) - 1
+	if n, err := pbft.OpenSuperseded(&w.superseded, 2, tight); !errors.Is(err, pbft.ErrMalformed) {
+		t.Errorf("notice over MaxMessageBytes: OpenSuperseded = %+v, %v; want ErrMalformed", n, err)
 	}
 }
 

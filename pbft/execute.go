@@ -50,6 +50,20 @@ func (t *clientTable) lookup(c ClientID, ts uint64) (reqState, []byte) {
 	}
 }
 
+// marks returns client c's low mark and the highest timestamp the table admitted for
+// it (the low mark when it holds none above it).
+func (t *clientTable) marks(c ClientID) (low, high uint64) {
+	ce := t.clients[c]
+	if ce == nil {
+		return 0, 0
+	}
+	low, high = ce.low, ce.low
+	if len(ce.order) > 0 {
+		high = max(high, ce.order[len(ce.order)-1])
+	}
+	return low, high
+}
+
 // admit marks (c, ts) executing. The table is part of the replicated state: it changes
 // only in sequence order, so every correct replica filters the same requests.
 func (t *clientTable) admit(c ClientID, ts uint64) {
@@ -185,4 +199,19 @@ func (r *Replica) sendReply(c ClientID, ts uint64, result []byte) {
 	body := Marshal(Reply{View: r.view, Timestamp: ts, Client: c, Result: result})
 	r.send(Destination{Kind: ToClient, Client: c},
 		&Envelope{Msg: Signed{Type: MsgReply, From: uint32(r.id), Body: body}})
+}
+
+// sendSuperseded tells client c that its request with timestamp ts is at or below its
+// low mark, which the replica holds with the highest timestamp it admitted: without it
+// the client only times out, and, if its timestamps are behind the table for good (its
+// clock was wrong, or another process used its id), is locked out without knowing why.
+// The cost is bounded like that of resending a cached reply: no signature (the
+// client's channel names the sender), one small notice per validly signed request
+// received (the client's own, or a copy a replica relayed), and only to the client that
+// signed it, so nobody can aim notices at another client.
+func (r *Replica) sendSuperseded(c ClientID, ts uint64) {
+	low, high := r.clients.marks(c)
+	body := Marshal(Superseded{View: r.view, Client: c, Timestamp: ts, Low: low, High: high})
+	r.send(Destination{Kind: ToClient, Client: c},
+		&Envelope{Msg: Signed{Type: MsgSuperseded, From: uint32(r.id), Body: body}})
 }

@@ -175,6 +175,13 @@ func FuzzDecodeEnvelope(f *testing.F) {
 				t.Fatalf("OpenReply accepted %+v from %x", r, b)
 			}
 		}
+		if e.Msg.Type == pbft.MsgSuperseded {
+			n, err := pbft.OpenSuperseded(&e.Msg, pbft.ReplicaID(e.Msg.From), lim)
+			codecCheckErr(t, "OpenSuperseded", err)
+			if err == nil && (n.From != pbft.ReplicaID(e.Msg.From) || !bytes.Equal(pbft.Marshal(&n.Superseded), e.Msg.Body)) {
+				t.Fatalf("OpenSuperseded accepted %+v from %x", n, b)
+			}
+		}
 
 		m, err := strict.Open(e)
 		codecCheckErr(t, "Open", err)
@@ -245,6 +252,46 @@ func FuzzOpenReply(f *testing.F) {
 	})
 }
 
+func FuzzOpenSuperseded(f *testing.F) {
+	w := codecTestWorld()
+	for _, b := range codecSupersededBodies() {
+		f.Add(b, w.superseded.From)
+	}
+	f.Add(w.reply.Body, uint32(2))
+	f.Add([]byte{}, uint32(0))
+	lim := pbft.DefaultLimits()
+	f.Fuzz(func(t *testing.T, body []byte, from uint32) {
+		s := &pbft.Signed{Type: pbft.MsgSuperseded, From: from, Body: body}
+		n, err := pbft.OpenSuperseded(s, pbft.ReplicaID(from), lim)
+		if err != nil {
+			if !errors.Is(err, pbft.ErrMalformed) {
+				t.Fatalf("OpenSuperseded error %q does not wrap ErrMalformed", err)
+			}
+		} else {
+			b := n.Superseded
+			if n.From != pbft.ReplicaID(from) || b.Timestamp > b.Low || b.Low > b.High {
+				t.Fatalf("OpenSuperseded accepted %+v", n)
+			}
+			if again := pbft.Marshal(&n.Superseded); !bytes.Equal(again, body) {
+				t.Fatalf("OpenSuperseded accepted %x, which re-encodes to %x", body, again)
+			}
+		}
+		// The same body from any other replica's channel, or as another type, is refused.
+		if n, err := pbft.OpenSuperseded(s, pbft.ReplicaID(from+1), lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Fatalf("notice naming %d accepted on the channel of %d: %+v, %v", from, from+1, n, err)
+		}
+		other := *s
+		other.Type = pbft.MsgReply
+		if n, err := pbft.OpenSuperseded(&other, pbft.ReplicaID(from), lim); !errors.Is(err, pbft.ErrMalformed) {
+			t.Fatalf("reply opened as a superseded notice: %+v, %v", n, err)
+		}
+		tn, terr := pbft.OpenSuperseded(s, pbft.ReplicaID(from), codecTightLimits)
+		if terr == nil && (err != nil || !reflect.DeepEqual(tn, n)) {
+			t.Fatalf("accepted under tight limits (%+v) but not under the defaults (%v)", tn, err)
+		}
+	})
+}
+
 func FuzzUnmarshalCheckpointState(f *testing.F) {
 	for _, b := range codecCheckpointStates() {
 		f.Add(b)
@@ -303,6 +350,7 @@ var codecBodyTypes = []codecBodyType{
 	{"PreparedCert", func() any { return new(pbft.PreparedCert) }, func() any { return &codecTestWorld().vcBodies[3].Prepared[0] }},
 	{"ClientRecord", func() any { return new(pbft.ClientRecord) }, func() any { return &codecTestWorld().state.Clients[0] }},
 	{"CachedReply", func() any { return new(pbft.CachedReply) }, func() any { return &codecTestWorld().state.Clients[0].Replies[0] }},
+	{"Superseded", func() any { return new(pbft.Superseded) }, func() any { return &codecTestWorld().supersededBody }},
 }
 
 func FuzzUnmarshalBodies(f *testing.F) {
@@ -364,6 +412,8 @@ func codecMalformedEnvelopes() []codecNamedInput {
 		{"duplicate-checkpoint-proof", pbft.EncodeEnvelope(&pbft.Envelope{Msg: dupProof})},
 		{"unknown-replica", pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Sign(k.replicas[1], pbft.MsgPrepare, 1<<32-1, w.prepBody)})},
 		{"reply-to-replica-with-signature", pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Sign(k.replicas[2], pbft.MsgReply, 2, w.replyBody)})},
+		{"superseded-to-replica-with-signature", pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Sign(k.replicas[2], pbft.MsgSuperseded, 2, w.supersededBody)})},
+		{"batch-on-superseded", pbft.EncodeEnvelope(&pbft.Envelope{Msg: w.superseded, Batch: []pbft.Signed{w.req1}})},
 	}
 }
 
@@ -383,6 +433,27 @@ func codecMalformedReplyBodies() []codecNamedInput {
 		{"long-form-view", codecCat(codecHead(4, 4), codecLongHead(0, 0, 1), w.reply.Body[2:])},
 		{"prepare-body", w.prep1.Body},
 		{"indefinite-result", codecCat(w.reply.Body[:len(w.reply.Body)-2], []byte{0x5f, 0x41, '1', codecBreak})},
+	}
+}
+
+func codecSupersededBodies() [][]byte {
+	w := codecTestWorld()
+	return [][]byte{
+		w.superseded.Body,
+		pbft.Marshal(&pbft.Superseded{View: 1 << 40, Client: 1<<32 - 1, Timestamp: 1<<64 - 1, Low: 1<<64 - 1, High: 1<<64 - 1}),
+		pbft.Marshal(&pbft.Superseded{}),
+	}
+}
+
+func codecMalformedSupersededBodies() []codecNamedInput {
+	w := codecTestWorld()
+	return []codecNamedInput{
+		{"trailing-byte", codecCat(w.superseded.Body, []byte{0})},
+		{"long-form-view", codecCat(codecHead(4, 5), codecLongHead(0, 0, 1), w.superseded.Body[2:])},
+		{"reply-body", w.reply.Body},
+		{"timestamp-above-low", pbft.Marshal(&pbft.Superseded{Client: codecAlice, Timestamp: 3, Low: 2, High: 5})},
+		{"low-above-high", pbft.Marshal(&pbft.Superseded{Client: codecAlice, Timestamp: 1, Low: 6, High: 5})},
+		{"missing-high", codecCat(codecHead(4, 4), w.superseded.Body[1:len(w.superseded.Body)-1])},
 	}
 }
 
@@ -420,6 +491,7 @@ func codecCorpus() map[string]map[string][]any {
 	c := map[string]map[string][]any{
 		"FuzzDecodeEnvelope":           {},
 		"FuzzOpenReply":                {},
+		"FuzzOpenSuperseded":           {},
 		"FuzzUnmarshalCheckpointState": {},
 		"FuzzUnmarshalBodies":          {},
 	}
@@ -434,6 +506,12 @@ func codecCorpus() map[string]map[string][]any {
 	}
 	for _, m := range codecMalformedReplyBodies() {
 		c["FuzzOpenReply"]["malformed-"+m.name] = []any{m.b, uint32(2)}
+	}
+	for i, b := range codecSupersededBodies() {
+		c["FuzzOpenSuperseded"][fmt.Sprintf("valid-superseded-%d", i)] = []any{b, uint32(2)}
+	}
+	for _, m := range codecMalformedSupersededBodies() {
+		c["FuzzOpenSuperseded"]["malformed-"+m.name] = []any{m.b, uint32(2)}
 	}
 	for i, b := range codecCheckpointStates() {
 		c["FuzzUnmarshalCheckpointState"][fmt.Sprintf("valid-state-%d", i)] = []any{b}

@@ -176,6 +176,7 @@ type tCluster struct {
 	// What the replicas did, for assertions.
 	out         [][]Outbound // every Outbound each replica emitted, unexpanded
 	replies     []tReply
+	notices     []SupersededMsg
 	drops       [][]Drop
 	stables     [][]*StableCheckpoint
 	persisted   []map[string]bool
@@ -497,6 +498,17 @@ func (c *tCluster) route(from int, ob Outbound) {
 			}
 		}
 	case ToClient:
+		if ob.Env.Msg.Type == MsgSuperseded {
+			sm, err := OpenSuperseded(&ob.Env.Msg, ReplicaID(from), c.lim)
+			if err != nil {
+				c.t.Fatalf("replica %d: unreadable superseded notice: %v", from, err)
+			}
+			if sm.Superseded.Client != ob.To.Client {
+				c.t.Fatalf("replica %d: superseded notice for client %d sent to client %d", from, sm.Superseded.Client, ob.To.Client)
+			}
+			c.notices = append(c.notices, *sm)
+			break
+		}
 		rm, err := OpenReply(&ob.Env.Msg, ReplicaID(from), c.lim)
 		if err != nil {
 			c.t.Fatalf("replica %d: unreadable reply: %v", from, err)

@@ -20,6 +20,7 @@ const (
 	MsgStateResponse MsgType = 10
 	MsgFetchBatch    MsgType = 11
 	MsgBatchReply    MsgType = 12
+	MsgSuperseded    MsgType = 13
 )
 
 var msgTypeNames = [...]string{
@@ -28,6 +29,7 @@ var msgTypeNames = [...]string{
 	MsgViewChange: "view-change", MsgNewView: "new-view",
 	MsgStateRequest: "state-request", MsgStateResponse: "state-response",
 	MsgFetchBatch: "fetch-batch", MsgBatchReply: "batch-reply",
+	MsgSuperseded: "superseded",
 }
 
 func (t MsgType) String() string {
@@ -37,7 +39,7 @@ func (t MsgType) String() string {
 	return "unknown"
 }
 
-func (t MsgType) valid() bool { return t >= MsgRequest && t <= MsgBatchReply }
+func (t MsgType) valid() bool { return t >= MsgRequest && t <= MsgSuperseded }
 
 // carriesBatch reports whether an envelope of type t may carry a batch: a pre-prepare
 // (its proposal) and a batch reply (an answer to fetch-batch).
@@ -45,8 +47,8 @@ func (t MsgType) carriesBatch() bool { return t == MsgPrePrepare || t == MsgBatc
 
 // Signed is the unit of authentication and what certificates are made of: a message
 // type, the id of its sender, the canonical CBOR of its body and the sender's signature
-// over (cluster, type, sender, body). A REPLY travels with an empty Sig: the client's
-// authenticated channel names its sender.
+// over (cluster, type, sender, body). A REPLY and a SUPERSEDED notice travel with an
+// empty Sig: the client's authenticated channel names their sender.
 type Signed struct {
 	_    struct{} `cbor:",toarray"`
 	Type MsgType
@@ -104,6 +106,22 @@ type Reply struct {
 	Timestamp uint64
 	Client    ClientID
 	Result    []byte
+}
+
+// Superseded tells a client that a replica refused its request with Timestamp because
+// the client table has moved past it: every timestamp <= Low is done or abandoned, and
+// is never executed again (PBFT §4.1: a replica executes each (client, timestamp) at
+// most once and refuses older ones). High is the highest timestamp the table has
+// admitted for the client, so a timestamp above High meets no cached reply.
+// Timestamp <= Low <= High. Like a REPLY it is unsigned and goes only to a client, which
+// believes it only from f+1 distinct replicas.
+type Superseded struct {
+	_         struct{} `cbor:",toarray"`
+	View      uint64
+	Client    ClientID
+	Timestamp uint64
+	Low       uint64
+	High      uint64
 }
 
 // Checkpoint says its sender's state after executing Seq has digest State.

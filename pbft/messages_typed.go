@@ -98,6 +98,13 @@ type ReplyMsg struct {
 	Reply Reply
 }
 
+// SupersededMsg is a superseded notice as a client sees it, with the replica its
+// channel authenticated.
+type SupersededMsg struct {
+	From       ReplicaID
+	Superseded Superseded
+}
+
 func (m *RequestMsg) Raw() *Signed       { return &m.Signed }
 func (m *PrePrepareMsg) Raw() *Signed    { return &m.Signed }
 func (m *PrepareMsg) Raw() *Signed       { return &m.Signed }

@@ -9,6 +9,7 @@ func (r *Replica) onRequest(m *RequestMsg) {
 	switch st, result := r.clients.lookup(req.Client, req.Timestamp); st {
 	case reqOld:
 		r.drop(m, "request timestamp already superseded")
+		r.sendSuperseded(req.Client, req.Timestamp) // else it only times out; cost: see there
 		return
 	case reqDone:
 		r.sendReply(req.Client, req.Timestamp, result)

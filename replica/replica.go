@@ -534,9 +534,10 @@ func (r *Replica) handleReady() bool {
 		if rd.Empty() {
 			break
 		}
-		// Replies leave at once: they are unsigned, they report batches already
-		// committed by 2f+1 replicas, and no record of this replica vouches for them, so
-		// no crash can make one contradict anything. Everything else waits for its records.
+		// Replies (and superseded notices) leave at once: they are unsigned, they report
+		// batches already committed by 2f+1 replicas (a notice, the client table those
+		// left), and no record of this replica vouches for them, so no crash can make one
+		// contradict anything. Everything else waits for its records.
 		msgs := rd.Messages[:0:0]
 		for i := range rd.Messages {
 			if rd.Messages[i].To.Kind == pbft.ToClient {
