@@ -24,8 +24,18 @@ func NewQuorum(n int) (Quorum, error) {
 	return Quorum{N: n, F: (n - 1) / 3}, nil
 }
 
-// Strong is 2f+1: any two strong quorums share a correct replica.
-func (q Quorum) Strong() int { return 2*q.F + 1 }
+// Strong is the quorum: the smallest size of which any two sets share f+1 replicas, so
+// at least one correct one, that is ⌈(n+f+1)/2⌉. It is 2f+1 when n = 3f+1, and more when
+// n is larger than that: with n = 5 and f = 1, two sets of 2f+1 = 3 share one replica,
+// which may be the faulty one (found by the simulator's swarm runs, which draw n = 5;
+// an equivocating primary broke agreement there). It is at most n-f, so the correct
+// replicas alone always make one.
+func (q Quorum) Strong() int { return (q.N + q.F + 2) / 2 }
+
+// Prepared is how many matching PREPAREs from distinct backups, with the pre-prepare,
+// make a batch prepared (and a prepared certificate): Strong()-1, the pre-prepare
+// standing for the primary's vote; 2f when n = 3f+1.
+func (q Quorum) Prepared() int { return q.Strong() - 1 }
 
 // Weak is f+1: a set this large holds at least one correct replica.
 func (q Quorum) Weak() int { return q.F + 1 }

@@ -261,12 +261,12 @@ func (r *Replica) check(e *entry) {
 	if e.pp == nil {
 		return
 	}
-	if !e.prepared && e.alt != nil && e.prepares.count(e.alt.PrePrepare.Digest) >= 2*r.q.F {
+	if !e.prepared && e.alt != nil && e.prepares.count(e.alt.PrePrepare.Digest) >= r.q.Prepared() {
 		r.switchToAlt(e)
 	}
 	// prepared(m, v, n, i): the pre-prepare and 2f matching prepares from distinct
 	// backups (the primary never sends one, see onPrepare).
-	if !e.prepared && e.prepares.count(e.digest) >= 2*r.q.F {
+	if !e.prepared && e.prepares.count(e.digest) >= r.q.Prepared() {
 		r.assertVote(e, e.commits.by[r.id], "commit")
 		e.prepared = true
 		r.recordPrepared(e)
@@ -281,7 +281,7 @@ func (r *Replica) check(e *entry) {
 	// f+1 correct ones prepared the batch, so it is committed (PBFT's committed
 	// predicate) whether or not this replica prepared it; a replica that lags, or was
 	// split off, executes it without signing anything for it.
-	if !e.committed && e.hasBatch && e.commits.count(e.digest) >= r.q.Strong() {
+	if !e.committed && e.commits.count(e.digest) >= r.q.Strong() {
 		e.committed = true
 		r.decide(e.seq, e.digest)
 		r.tryExecute()
@@ -335,7 +335,7 @@ func (r *Replica) recordPrepared(e *entry) {
 	if pi := r.prepared[e.seq]; pi != nil && pi.view > e.view {
 		return
 	}
-	cert := PreparedCert{PrePrepare: e.pp.Signed, Prepares: e.prepares.signed(e.digest, 2*r.q.F)}
+	cert := PreparedCert{PrePrepare: e.pp.Signed, Prepares: e.prepares.signed(e.digest, r.q.Prepared())}
 	r.prepared[e.seq] = &preparedInfo{view: e.view, digest: e.digest, cert: cert}
 	r.rd.Persist = append(r.rd.Persist, Record{Kind: RecordPrepared, View: e.view, Seq: e.seq, Cert: cert})
 }

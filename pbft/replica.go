@@ -28,6 +28,9 @@ type Replica struct {
 	// while view changes make no progress.
 	vcTimeout  uint64
 	vcDeadline uint64
+	// watchedDone is set when a watched request leaves waiting by executing (or being
+	// decided): what progressed waits for.
+	watchedDone bool
 	// waiting are the valid requests a backup holds that have not executed: its timer
 	// runs while there are any. waitingPer bounds them per client.
 	waiting    map[crypto.Digest]*RequestMsg
@@ -210,6 +213,13 @@ func (r *Replica) Step(m Message) {
 		// The Verifier checks this too; the core does not depend on it being
 		// configured with the same n.
 		r.drop(m, "message from a replica outside the cluster")
+		return
+	}
+	if s := m.Raw(); s.Type != MsgRequest && ReplicaID(s.From) == r.id {
+		// A replica knows what it signed: a copy that comes back (replayed, relayed,
+		// part of a proof sent as single messages) adds nothing, and its vote slots
+		// must hold only what it signed in this life.
+		r.drop(m, "own message echoed back")
 		return
 	}
 	switch m := m.(type) {

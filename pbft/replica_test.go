@@ -541,8 +541,16 @@ func TestPrimaryBatchesWaitingRequests(t *testing.T) {
 // ---- quorum arithmetic, and a normal-case round for several cluster sizes ----
 
 func TestQuorumSizesForClusterSizes(t *testing.T) {
+	// The quorum is the smallest size of which any two sets share f+1 replicas (one of
+	// them correct), and the correct replicas alone must make one.
+	for n := 1; n <= 40; n++ {
+		q, _ := NewQuorum(n)
+		if s := q.Strong(); 2*s-n < q.F+1 || s > n-q.F || 2*(s-1)-n >= q.F+1 || q.Prepared() != s-1 {
+			t.Fatalf("n=%d f=%d: quorum %d (prepared %d) is not the smallest whose sets share f+1 and at most n-f", n, q.F, s, q.Prepared())
+		}
+	}
 	for _, tc := range []struct{ n, f, strong, weak int }{
-		{4, 1, 3, 2}, {5, 1, 3, 2}, {7, 2, 5, 3}, {10, 3, 7, 4},
+		{4, 1, 3, 2}, {5, 1, 4, 2}, {6, 1, 4, 2}, {7, 2, 5, 3}, {10, 3, 7, 4},
 	} {
 		t.Run(fmt.Sprint("n=", tc.n), func(t *testing.T) {
 			q, err := NewQuorum(tc.n)
@@ -586,6 +594,34 @@ func TestQuorumSizesForClusterSizes(t *testing.T) {
 		cfg := DefaultConfig(0, n, &KeySigner{})
 		if err := cfg.Validate(); err == nil {
 			t.Fatalf("n=%d accepted", n)
+		}
+	}
+}
+
+// With n = 5 and f = 1 a quorum is 4, not 2f+1 = 3: two sets of 3 share one replica,
+// which may be the faulty primary. An equivocating primary that shows each digest to
+// two backups (and votes for both) gets neither prepared anywhere. Found by the
+// simulator's swarm runs, which draw n = 5: with quorums of 3 it broke agreement.
+func TestQuorumOfFiveReplicasSurvivesAnEquivocatingPrimary(t *testing.T) {
+	c := newCluster(t, 5)
+	c.isolate(0)
+	a, b := c.request(1, "a"), c.request(2, "b")
+	dA, dB := batchDigestOf(a), batchDigestOf(b)
+	split := map[int]*Envelope{1: a, 2: a, 3: b, 4: b}
+	for i, req := range split {
+		c.inject(0, i, c.prePrepareAs(0, 0, 1, req))
+	}
+	for _, i := range []int{1, 2, 3, 4} {
+		c.inject(0, i, c.commitAs(0, 0, 1, dA))
+		c.inject(0, i, c.commitAs(0, 0, 1, dB))
+	}
+	c.run()
+	for _, i := range []int{1, 2, 3, 4} {
+		if cm := c.sentFor(i, MsgCommit, 1); len(cm) != 0 {
+			t.Fatalf("replica %d committed %+v on a split of two backups per digest", i, cm)
+		}
+		if c.executed(i) != 0 {
+			t.Fatalf("replica %d executed n=1 on a split of two backups per digest", i)
 		}
 	}
 }

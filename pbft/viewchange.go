@@ -88,9 +88,17 @@ func (r *Replica) tickViewChange() {
 // maxViewChangeTimeout caps the doubling, in multiples of the initial timeout.
 const maxViewChangeTimeout = 64
 
-// progressed is called when a batch executed: the timeout returns to its initial value
-// and the timer restarts for the requests still waiting (PBFT §4.4).
+// progressed is called when a batch executed. Only if a request this replica waited
+// for executed (PBFT §4.4: the timer stops when it no longer waits for the request,
+// and restarts if it waits for another) does the timeout return to its initial value
+// and the timer restart for the requests still waiting: a faulty primary that orders
+// null or already executed batches moves the sequence numbers, not the requests, and
+// must not keep its office by it.
 func (r *Replica) progressed() {
+	if !r.watchedDone {
+		return
+	}
+	r.watchedDone = false
 	r.vcTimeout = uint64(r.cfg.ViewChangeTicks)
 	if !r.active {
 		return
@@ -123,6 +131,7 @@ func (r *Replica) unwatch(m *RequestMsg) {
 	if r.waiting[m.Digest] == nil {
 		return
 	}
+	r.watchedDone = true
 	delete(r.waiting, m.Digest)
 	if r.waitingPer[m.Request.Client]--; r.waitingPer[m.Request.Client] <= 0 {
 		delete(r.waitingPer, m.Request.Client)
@@ -281,7 +290,7 @@ func (r *Replica) checkCert(c *PreparedCertMsg) string {
 		seen[from] = true
 		count++
 	}
-	if count < 2*r.q.F {
+	if count < r.q.Prepared() {
 		return "a certificate of fewer than 2f matching prepares"
 	}
 	return ""

@@ -189,6 +189,46 @@ func TestSilentPrimaryIsReplacedAndRequestsExecuteInNewView(t *testing.T) {
 	c.requireExactlyOnce()
 }
 
+// PBFT §4.4: the view-change timer stops when the backup no longer waits for the
+// request it timed, not whenever a batch executes. A faulty primary that keeps the
+// sequence numbers moving with batches of nothing, while a client's request waits, is
+// replaced after the timeout like a silent one.
+func TestViewChangeTimerIgnoresBatchesWithoutTheRequestsItWaitsFor(t *testing.T) {
+	const T = 10
+	c := newCluster(t, 4, vcTicks(T))
+	backups := []int{1, 2, 3}
+	c.isolate(0) // the primary's own traffic is forged below: null batches only
+	for _, i := range backups {
+		c.submit(i, c.request(1, "waits"))
+	}
+	c.run()
+	seq := uint64(0)
+	for k := 0; k < 3*T; k++ {
+		if k%2 == 0 {
+			seq++
+			for _, i := range backups {
+				c.inject(0, i, c.prePrepareAs(0, 0, seq))
+			}
+		}
+		c.run()
+		if len(c.vcViewsSent(1)) > 0 {
+			break
+		}
+		c.tick(backups...)
+	}
+	if c.executed(1) < 2 {
+		t.Fatalf("the null batches did not execute (replica 1 at n=%d): the test checks little", c.executed(1))
+	}
+	for _, i := range backups {
+		if vcs := c.vcViewsSent(i); len(vcs) != 1 || vcs[0] != 1 {
+			t.Fatalf("replica %d sent view changes %v after %d null batches, want one for view 1 at its timeout", i, vcs, seq)
+		}
+	}
+	if seq > T/2+2 {
+		t.Fatalf("the timer fired after %d null batches (%d ticks), not at its timeout of %d ticks", seq, 2*seq, T)
+	}
+}
+
 func TestPreparedRequestSurvivesViewChange(t *testing.T) {
 	const T = 10
 	c := newCluster(t, 4, vcTicks(T))

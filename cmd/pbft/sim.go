@@ -42,6 +42,9 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 				return err
 			}
 			if clean {
+				if o.Swarm {
+					return fmt.Errorf("--clean-network: a swarm seed draws its own fault rates; drop --swarm or --clean-network")
+				}
 				o.DropRate, o.DupRate, o.Partitions, o.Crashes, o.HealTick = 0, 0, 0, 0, 0
 			}
 			if trace {
@@ -93,6 +96,7 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 	f.IntVar(&o.Crashes, "crashes", o.Crashes, "crashes of correct replicas per seed before the heal; each restarts from its persisted records")
 	f.BoolVar(&clean, "clean-network", false, "no loss, duplication or partition: only delays (to measure a strategy's cost alone)")
 	f.BoolVar(&trace, "trace", false, "print every delivery, execution and drop of one seed to stderr")
+	f.BoolVar(&o.Swarm, "swarm", false, "swarm testing: each seed also draws n (4, 5, 7, with f Byzantine), checkpoint interval, window, batch, pipelining, loss, delay, partitions, crashes and timeouts")
 	return cmd
 }
 
@@ -148,8 +152,12 @@ func progressPrinter(w io.Writer, total int) func(int, *sim.Summary) {
 }
 
 func printSummary(w io.Writer, s *sim.Summary) {
-	fmt.Fprintf(w, "pbft sim: n=%d, %d Byzantine (%s%s), %d seeds from %d, %d requests each, crypto %s\n",
-		s.Replicas, s.Byzantine, s.Strategy, map[bool]string{true: ", primary faulty", false: ""}[s.FaultyPrimary],
+	cluster := fmt.Sprintf("n=%d, %d Byzantine", s.Replicas, s.Byzantine)
+	if s.Swarm {
+		cluster = "swarm (n and f Byzantine, intervals, batches, faults drawn per seed)"
+	}
+	fmt.Fprintf(w, "pbft sim: %s (%s%s), %d seeds from %d, %d requests each, crypto %s\n",
+		cluster, s.Strategy, map[bool]string{true: ", primary faulty", false: ""}[s.FaultyPrimary],
 		s.Seeds, s.SeedStart, s.Requests, s.Crypto)
 	fmt.Fprintf(w, "  safety violations: %d seeds\n  liveness failures: %d seeds\n  requests completed: %d\n  state transfers: %d\n  %.1f s, %.1f seeds/s\n",
 		s.Violations, s.LivenessFailures, s.CommittedRequests, s.StateTransfers, s.ElapsedSeconds, s.SeedsPerSecond)
@@ -167,7 +175,7 @@ func printSummary(w io.Writer, s *sim.Summary) {
 		}
 	}
 	for _, f := range s.Failures {
-		fmt.Fprintf(w, "\nseed %d failed (strategies %v):\n", f.Seed, f.Strategies)
+		fmt.Fprintf(w, "\nseed %d failed (strategies %v):\n  config: %s\n", f.Seed, f.Strategies, f.Config)
 		for _, v := range f.Violations {
 			fmt.Fprintf(w, "  violation: %s\n", v)
 		}

@@ -217,12 +217,14 @@ const signedOverhead = 96
 // post-quantum schemes' 2.4 KB signatures a NEW-VIEW is the big one.
 func WorstCaseFrame(s *crypto.Scheme, n int, p Protocol) (int, string) {
 	sig := s.SignatureSize() + signedOverhead
-	q := (n-1)/3*2 + 1 // 2f+1
-	cert := (1 + (q - 1)) * sig
-	vc := int(p.LogWindow)*cert + q*sig + sig
+	quorum, _ := pbft.NewQuorum(n)
+	q := quorum.Strong()
+	cert := (1 + quorum.Prepared()) * sig
+	// A checkpoint proof holds every matching CHECKPOINT its replica had, up to n.
+	vc := int(p.LogWindow)*cert + n*sig + sig
 	newView := q*vc + int(p.LogWindow)*sig + sig
 	prePrepare := p.MaxBatchBytes + p.BatchSize*sig + sig
-	state := p.StateChunkBytes + q*sig + sig
+	state := p.StateChunkBytes + n*sig + sig
 	best, what := newView, "a NEW-VIEW"
 	if prePrepare > best {
 		best, what = prePrepare, "a PRE-PREPARE with a full batch"

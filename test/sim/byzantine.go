@@ -30,6 +30,10 @@ func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
 //   - equivocate: as primary, sends different batches for one seq to different halves of
 //     the backups and commits each; as backup, votes for every version it sees and
 //     sends conflicting votes (another digest) to half of the replicas.
+//   - lying-checkpoint, lying-checkpoint-half, repropose, watermark-edge: aimed at the
+//     rules of checkpoints, watermarks and the NEW-VIEW (byzantine_rules.go).
+//   - mutate: runs correctly, and mutates a seeded share of what it sends in
+//     well-formed ways, ByzzFuzz style (mutate.go).
 //
 // All but silent, silent-primary and bad-signature also answer clients with one shared
 // forged result, and those that run the protocol serve state transfers with a valid
@@ -58,6 +62,7 @@ type byzantine struct {
 	rewrites    []*pbft.Envelope        // repropose: its re-proposals for rewriteView
 	rewriteView uint64
 	digests     []crypto.Digest // watermark-edge: digests it saw
+	mut         *mutator        // mutate
 }
 
 // slot is a (view, seq) pair.
@@ -77,6 +82,9 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 		release: make(map[uint64]uint64),
 		voted:   make(map[voteKey]bool), planned: make(map[slot]bool), byzCkpt: make(map[uint64]crypto.Digest),
 		truthTo: make(map[uint64]map[int]bool),
+	}
+	if strategy == "mutate" {
+		b.mut = newMutator(b)
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -121,6 +129,8 @@ func (b *byzantine) receive(from int, frame []byte) {
 		return
 	case "repropose", "watermark-edge":
 		b.noteSeen(m)
+	case "mutate":
+		b.mut.observe(m)
 	case "collude":
 		b.collude(m)
 	case "equivocate":
@@ -203,6 +213,10 @@ func (b *byzantine) emit(out pbft.Outbound) {
 			c.Msg.Sig[b.rng.IntN(len(c.Msg.Sig))] ^= byte(1 + b.rng.IntN(255))
 			out.Env = &c
 		}
+	}
+	if b.strategy == "mutate" {
+		b.mut.emit(out)
+		return
 	}
 	if env.Msg.Type == pbft.MsgStateResponse && b.strategy != "bad-signature" {
 		b.tamperState(out)

@@ -13,6 +13,7 @@ import (
 // Failure is one failing seed, with the command that replays it exactly.
 type Failure struct {
 	Seed       uint64   `json:"seed"`
+	Config     string   `json:"config"`
 	Strategies []string `json:"strategies"`
 	Violations []string `json:"violations,omitempty"`
 	Liveness   string   `json:"liveness,omitempty"`
@@ -25,6 +26,7 @@ type Summary struct {
 	Byzantine         int     `json:"byzantine"`
 	Strategy          string  `json:"strategy"`
 	FaultyPrimary     bool    `json:"faulty_primary"`
+	Swarm             bool    `json:"swarm"`
 	Requests          int     `json:"requests"`
 	SeedStart         uint64  `json:"seed_start"`
 	Seeds             int     `json:"seeds"`
@@ -68,6 +70,9 @@ func ReplayCommand(o Options, seed uint64) string {
 	if o.Crashes != DefaultOptions().Crashes && o.HealTick != 0 {
 		fmt.Fprintf(&b, " --crashes %d", o.Crashes)
 	}
+	if o.Swarm {
+		b.WriteString(" --swarm")
+	}
 	fmt.Fprintf(&b, " --seeds 1 --seed-start %d", seed)
 	if o.FastCrypto {
 		b.WriteString(" --fast-crypto")
@@ -85,7 +90,7 @@ func RunSeeds(o Options, start uint64, count, workers int, progress func(done in
 	}
 	s := Summary{
 		Replicas: o.Replicas, Byzantine: o.Byzantine, Strategy: o.Strategy,
-		FaultyPrimary: o.FaultyPrimary, Requests: o.Requests, SeedStart: start, Seeds: count,
+		FaultyPrimary: o.FaultyPrimary, Swarm: o.Swarm, Requests: o.Requests, SeedStart: start, Seeds: count,
 		Crypto: o.Scheme, Failures: []Failure{}, Drops: map[string]int{},
 	}
 	if o.FastCrypto {
@@ -159,7 +164,7 @@ func (s *Summary) add(r *Result, o Options) {
 	}
 	// Keep the lowest seeds; the list is trimmed after sorting.
 	s.Failures = append(s.Failures, Failure{
-		Seed: r.Seed, Strategies: r.Strategies, Violations: r.Violations,
+		Seed: r.Seed, Config: r.Config, Strategies: r.Strategies, Violations: r.Violations,
 		Liveness: r.LivenessFailure, Replay: ReplayCommand(o, r.Seed),
 	})
 	if len(s.Failures) > 4*maxReportedFailures {

@@ -51,6 +51,11 @@ type Options struct {
 	ClientTimeout      int // ticks before a client retransmits to every replica
 	ViewChangeTicks    int // a backup's initial view-change timeout
 
+	// Swarm makes the seed draw the configuration (n, checkpoint interval, window, batch,
+	// pipelining, fault rates, crashes, timeouts) in place of the values above; see
+	// swarmOptions.
+	Swarm bool
+
 	// Trace, when set, receives one line per delivered frame, execution and drop.
 	Trace io.Writer
 }
@@ -73,6 +78,7 @@ func DefaultOptions() Options {
 // Result is the outcome of one run.
 type Result struct {
 	Seed            uint64
+	Config          string   // the configuration run (what a swarm seed drew)
 	Strategies      []string // per replica; "" for a correct one
 	Violations      []string // safety violations, first ones only
 	LivenessFailure string   // empty when every request completed in time
@@ -295,14 +301,25 @@ func (w *world) sendOut(from int, out pbft.Outbound) {
 // make the primary of view 0 one of the faulty replicas.
 var (
 	BackupStrategies = []string{"silent", "bad-signature", "garbage", "replay", "collude", "equivocate", "view-change-spam",
-		"lying-checkpoint", "lying-checkpoint-half", "repropose", "watermark-edge"}
+		"lying-checkpoint", "lying-checkpoint-half", "repropose", "watermark-edge", "mutate"}
 	PrimaryStrategies = []string{"silent-primary", "slow-primary", "censor"}
 	Strategies        = append(append([]string{}, BackupStrategies...), PrimaryStrategies...)
 )
 
 // Run simulates one seeded run and checks it.
-func Run(opts Options) Result {
-	res := Result{Seed: opts.Seed, Drops: make(map[string]int)}
+func Run(opts Options) (res Result) {
+	if opts.Swarm {
+		opts = swarmOptions(opts)
+	}
+	res = Result{Seed: opts.Seed, Drops: make(map[string]int), Config: opts.Describe()}
+	defer func() {
+		// A broken invariant of a correct replica's core (pbft.InvariantViolation) is a
+		// bug the seed found: a violation, with the seed's replay command, not a crash
+		// of the sweep.
+		if p := recover(); p != nil {
+			res.Violations = append(res.Violations, fmt.Sprintf("panic: %v", p))
+		}
+	}()
 	w, err := newWorld(opts, &res)
 	if err != nil {
 		res.Violations = append(res.Violations, "setup: "+err.Error())
