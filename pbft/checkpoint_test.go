@@ -308,7 +308,7 @@ func TestStateFromByzantinePeerThatDoesNotMatchCertifiedDigestIsRejected(t *test
 	c.reconnect(3)
 	c.holdIf = isType(MsgStateRequest)
 	// The certified checkpoint reaches replica 3, which starts fetching state: any
-	// certified state above its low watermark (0), the one at 16 included.
+	// certified state beyond what it executed (n=0), the one at 16 included.
 	for _, s := range sc.Proof {
 		c.injectNow(int(s.From), 3, &Envelope{Msg: s})
 	}

@@ -18,8 +18,10 @@ import (
 // the transfer goes on towards the target from there.
 type stateTransfer struct {
 	target *StableCheckpoint
-	// peers are the signers of the certified checkpoints this transfer learnt of: the
-	// replicas known to have held a state above ours.
+	// peers are the replicas asked in turn: first the signers of the certified
+	// checkpoints this transfer learnt of (known to have held a state above ours), then
+	// every other replica, since each answer carries its own proof and is checked
+	// against it: a replica that stopped signing checkpoints with us may be ahead.
 	peers []ReplicaID
 	next  int    // index into peers of the one to ask next
 	asked uint64 // tick of the last request or chunk received
@@ -63,10 +65,19 @@ func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 		return false
 	}
 	t := &stateTransfer{target: sc}
-	if r.transfer != nil {
-		t.peers = r.transfer.peers
-	}
 	t.addPeers(sc, r.id)
+	if r.transfer != nil {
+		for _, id := range r.transfer.peers {
+			if !slices.Contains(t.peers, id) {
+				t.peers = append(t.peers, id)
+			}
+		}
+	}
+	for j := 0; j < r.cfg.N; j++ {
+		if id := ReplicaID(j); id != r.id && !slices.Contains(t.peers, id) {
+			t.peers = append(t.peers, id)
+		}
+	}
 	if len(t.peers) == 0 {
 		return false
 	}
@@ -77,24 +88,39 @@ func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	return true
 }
 
-// addPeers adds the signers of sc's proof (but self) to the peers asked.
+// addPeers puts the signers of sc's proof (but self) first among the peers asked,
+// keeping the order of the others.
 func (t *stateTransfer) addPeers(sc *StableCheckpoint, self ReplicaID) {
+	var first []ReplicaID
 	for _, s := range sc.Proof {
-		if id := ReplicaID(s.From); id != self && !slices.Contains(t.peers, id) {
-			t.peers = append(t.peers, id)
+		if id := ReplicaID(s.From); id != self && !slices.Contains(first, id) {
+			first = append(first, id)
 		}
 	}
+	for _, id := range t.peers {
+		if !slices.Contains(first, id) {
+			first = append(first, id)
+		}
+	}
+	t.peers = first
 }
 
-// askState starts the assembly over with the next peer, asking for any certified state
-// above ours.
+// askState starts the assembly over with the next peer.
 func (r *Replica) askState() {
 	t := r.transfer
 	t.peer = t.peers[t.next%len(t.peers)]
 	t.next++
 	t.asked = r.ticks
 	t.seq, t.chunks, t.got, t.requested = 0, nil, 0, 0
-	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.h + 1})})
+	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.stateWanted()})})
+}
+
+// stateWanted is the seq a transfer asks state from: any certified state beyond what
+// this replica executed (a peer with none answers with its commit certificates from
+// there on: sendCommitCerts), or the target's own, when this replica executed past it
+// but its state there disagrees with the certified one.
+func (r *Replica) stateWanted() uint64 {
+	return min(r.emitted+1, r.transfer.target.Seq)
 }
 
 // askChunks keeps up to stateWindow chunks in flight from the current peer.
@@ -122,7 +148,7 @@ func (r *Replica) tickStateTransfer() {
 		r.askState()
 	case idle > 0 && idle%period == 0:
 		if t.seq == 0 {
-			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.h + 1})})
+			r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.stateWanted()})})
 			return
 		}
 		sent := 0

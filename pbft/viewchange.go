@@ -212,14 +212,17 @@ func (r *Replica) startViewChange(v uint64) {
 
 // startNewViewTimer starts the wait for the NEW-VIEW only once 2f+1 replicas asked for
 // this view (PBFT TOCS §4.5.2): a replica alone in a view change does not escalate to
-// ever higher views, so it can still accept the NEW-VIEW the others will reach.
+// ever higher views, so it can still accept the NEW-VIEW the others will reach. A
+// replica whose latest VIEW-CHANGE is for a later view counts too: it gave up on this
+// one, and waits for no NEW-VIEW of it (the primary of this view may be the one that
+// moved on). This only decides when to give up waiting, never what a view contains.
 func (r *Replica) startNewViewTimer() {
 	if r.active || r.vcDeadline != 0 {
 		return
 	}
 	count := 0
-	for _, vc := range r.vcFor[r.view] {
-		if vc != nil {
+	for j := 0; j < r.cfg.N; j++ {
+		if vcs := r.vcFor[r.view]; (vcs != nil && vcs[j] != nil) || (r.viewChanges[j] != nil && r.viewChanges[j].sum.newView > r.view) {
 			count++
 		}
 	}

@@ -550,6 +550,47 @@ func TestViewChangeWithInvalidCertificateIsRejected(t *testing.T) {
 	}
 }
 
+// The NEW-VIEW timer starts once 2f+1 replicas asked for this view or a later one
+// (PBFT TOCS §4.5.2 counts those for this view; a replica that has moved on to a later
+// one gave up on this one too). Else, with the primary of view 1 gone ahead to view 2
+// (it restarted, was cut off, timed out) and the primary of view 0 silent, the other
+// correct replicas wait in view 1 forever: 2f view changes for it, and one replica
+// ahead, short of the f+1 rule.
+func TestNewViewTimerCountsViewChangesForLaterViews(t *testing.T) {
+	const T = 10
+	c := newCluster(t, 4, vcTicks(T))
+	c.isolate(0)
+	c.isolate(1)
+	for _, i := range []int{2, 3} {
+		c.submit(i, c.request(1, "waits"))
+	}
+	c.run()
+	for k := 0; k < T && len(c.vcViewsSent(2)) == 0; k++ {
+		c.tick(2, 3)
+		c.run()
+	}
+	c.requireView(1, false, 2, 3)
+	// Replica 1, primary of view 1, asks for view 2 without ever having made view 1.
+	for _, i := range []int{2, 3} {
+		c.injectNow(1, i, env(c.viewChangeAs(1, 2, 0, nil)))
+	}
+	c.requireView(1, false, 2, 3)
+	for k := 0; k < 4*T; k++ {
+		c.tick(2, 3)
+		c.run()
+	}
+	for _, i := range []int{2, 3} {
+		if vcs := c.vcViewsSent(i); !slices.Contains(vcs, 2) {
+			t.Fatalf("replica %d sent view changes %v: still waiting for the NEW-VIEW of view 1", i, vcs)
+		}
+	}
+	// With replica 1's view change for view 2, replica 2, its primary, starts it.
+	if nvs := c.newViewsSent(2); len(nvs) == 0 || nvs[0].View != 2 {
+		t.Fatalf("replica 2 sent %d new views, want the one for view 2", len(nvs))
+	}
+	c.requireView(2, true, 2, 3)
+}
+
 // ---- joining view changes (the f+1 rule) ----
 
 func TestReplicaJoinsSmallestViewAfterFPlusOneViewChanges(t *testing.T) {
