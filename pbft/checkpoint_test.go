@@ -539,3 +539,42 @@ func TestStateTransfersInChunks(t *testing.T) {
 		t.Fatalf("replica 3 asked for %d distinct chunks, the state has %d", len(asked), chunks)
 	}
 }
+
+// A stalled replica's probe for a seq above a peer's stable checkpoint is answered with
+// the commit certificates the peer holds (the primary's pre-prepare with its batch and
+// a quorum of matching COMMITs, relayed), from which the prober executes: the commit
+// certificate rule, for a replica whose own votes never made a quorum.
+func TestProbeAboveTheStableCheckpointIsAnsweredWithCommitCertificates(t *testing.T) {
+	c := newCluster(t, 4)
+	c.isolate(3)
+	c.submitAndRun(c.requests(2, 2, "cert")...)
+	if c.executed(1) != 2 || c.executed(3) != 0 {
+		t.Fatalf("replicas 1 and 3 at %d and %d, want 2 and 0", c.executed(1), c.executed(3))
+	}
+	c.isolate(0)
+	c.isolate(2)
+	c.reconnect(3)
+	c.injectNow(3, 1, &Envelope{Msg: c.signAs(3, MsgStateRequest, StateRequest{Seq: 1})})
+	var commits, pps int
+	for _, m := range c.queue {
+		if m.to == 3 && m.from == 1 {
+			switch i := m.info(); i.Type {
+			case MsgCommit:
+				commits++
+			case MsgPrePrepare:
+				pps++
+			}
+		}
+	}
+	if pps != 2 || commits < 2*3 {
+		t.Fatalf("replica 1 answered the probe with %d pre-prepares and %d commits, want 2 and a quorum for each", pps, commits)
+	}
+	c.run()
+	if c.executed(3) != 2 {
+		t.Fatalf("replica 3 did not execute on the commit certificates:%s", c.debug())
+	}
+	if cm := c.sentFor(3, MsgCommit, 1); len(cm) != 0 {
+		t.Fatalf("replica 3 signed %+v without being prepared", cm)
+	}
+	c.requireAgreement(1, 3)
+}

@@ -1161,3 +1161,62 @@ func TestPrimaryFillsBatchesUnderLoadButNotWhenIdle(t *testing.T) {
 	}
 	c.requireAgreement(c.all()...)
 }
+
+// A replica never prepares, at a seq it committed or executed, another digest than
+// the one it committed there, in whichever view. Here a NEW-VIEW that omits seq 1
+// (impossible with at most f faulty replicas: the harness signs the VIEW-CHANGEs of
+// replicas 0, 2 and 3 to build it) is followed by a pre-prepare for seq 1 with another
+// batch; replica 1, which executed seq 1, refuses it.
+func TestReplicaNeverPreparesAnotherDigestAtADecidedSeq(t *testing.T) {
+	c := newCluster(t, 4)
+	c.submitAndRun(c.request(1, "decided"))
+	if c.executed(1) != 1 {
+		t.Fatalf("replica 1 at n=%d, want 1", c.executed(1))
+	}
+	vcs := []Signed{c.viewChangeAs(0, 2, 0, nil), c.viewChangeAs(2, 2, 0, nil), c.viewChangeAs(3, 2, 0, nil)}
+	c.injectNow(2, 1, c.newViewAs(2, 2, vcs, 1))
+	c.requireView(2, true, 1)
+	c.injectNow(2, 1, c.prePrepareAs(2, 2, 1, c.request(2, "rewrite")))
+	for _, p := range c.sentFor(1, MsgPrepare, 1) {
+		if p.View == 2 {
+			t.Fatalf("replica 1 prepared another digest at its executed seq 1: %+v", p)
+		}
+	}
+	if len(c.dropped(1, "committed with another batch")) != 1 {
+		t.Fatalf("replica 1 did not refuse another digest at its executed seq 1: drops %+v", c.drops[1])
+	}
+}
+
+// The relayed pre-prepare rule: a backup resends the primary's signed PRE-PREPARE (with
+// its batch) of an entry it committed to a backup that has shown no vote for it. With
+// the primary gone silent after the commit, replica 3, cut off meanwhile, still gets the
+// entry from the other backups and executes it.
+func TestBackupRelaysTheCommittedPrePrepareToALaggingBackup(t *testing.T) {
+	c := newCluster(t, 4)
+	c.isolate(3)
+	req := c.request(1, "relay")
+	c.submitAndRun(req)
+	if c.executed(1) != 1 || c.executed(3) != 0 {
+		t.Fatalf("replicas 1 and 3 at %d and %d, want 1 and 0", c.executed(1), c.executed(3))
+	}
+	c.isolate(0)
+	c.reconnect(3)
+	c.holdIf = func(m tMsg) bool { return m.to == 3 && m.info().Type == MsgPrePrepare }
+	for k := 0; k < 2*int(c.cfgs[1].RetransmitTicks) && len(c.held) == 0; k++ {
+		c.tick(1, 2)
+		c.run()
+	}
+	relayed := false
+	for _, m := range c.held {
+		relayed = relayed || (m.from != 0 && m.info().From == 0 && m.info().Seq == 1)
+	}
+	if !relayed {
+		t.Fatalf("no backup relayed the primary's pre-prepare for n=1 to replica 3")
+	}
+	c.holdIf = nil
+	c.release(nil)
+	if !c.runUntil(20, func() bool { return c.executed(3) == 1 }) {
+		t.Fatalf("replica 3 did not execute the relayed entry:%s", c.debug())
+	}
+	c.requireAgreement(1, 2, 3)
+}

@@ -1186,3 +1186,83 @@ func TestReelectedPrimaryOrdersRequestLostInItsEarlierView(t *testing.T) {
 		t.Fatalf("re-elected primary 0 ignored a request whose view-0 batch was lost: still marked in flight")
 	}
 }
+
+// ---- the NEW-VIEW's checkpoint and its pre-prepares (PBFT TOCS §4.4) ----
+
+// newViewFromLiar runs 4 requests (K = 4) at replicas 0, 2 and 3 with their CHECKPOINTs
+// held, so checkpoint 4 is stable nowhere, while replica 1 is cut off (it lags). Replica
+// 3, faulty and primary of view 3, has told replicas 1 and 2 two false digests for
+// checkpoint 4 (filling the slots a lagging replica keeps for it). It returns the NEW-VIEW of view 3 it then sends: from the VIEW-CHANGEs of
+// 0, 1 and 3, with min-s = 4 and its proof {0, 2, 3} (3's true vote among them: what
+// its own core holds), and no pre-prepares (max-s = 4).
+func newViewFromLiar(t *testing.T) (*tCluster, *Envelope) {
+	c := newCluster(t, 4)
+	c.holdIf = isType(MsgCheckpoint)
+	c.isolate(1)
+	c.submitAndRun(c.requests(4, 2, "nv")...)
+	c.holdIf = nil
+	c.held = nil
+	if c.executed(0) != 4 || c.executed(1) != 0 {
+		t.Fatalf("replicas at %d and %d, want 4 and 0", c.executed(0), c.executed(1))
+	}
+	c.reconnect(1)
+	truth := c.reps[0].ckpts[4].ownDigest
+	for _, i := range []int{1, 2} {
+		c.injectNow(3, i, c.checkpointAs(3, 4, crypto.Digest{0x11, 0xe}))
+		c.injectNow(3, i, c.checkpointAs(3, 4, crypto.Digest{0x11, 0xe, 2}))
+	}
+	var proof []Signed
+	for _, j := range []int{0, 2, 3} {
+		proof = append(proof, c.checkpointAs(j, 4, truth).Msg)
+	}
+	vcs := []Signed{
+		c.viewChangeAs(0, 3, 4, proof),
+		c.viewChangeAs(1, 3, 0, nil),
+		c.viewChangeAs(3, 3, 4, proof),
+	}
+	return c, c.newViewAs(3, 3, vcs, 5)
+}
+
+// A NEW-VIEW's checkpoint proof, checked as a whole, makes min-s stable at a replica
+// that executed that far, or starts the state transfer to it at one that did not. It is
+// never replayed through per-sender vote slots, where the liar's earlier lie would
+// count its true vote out and leave the window below min-s.
+func TestNewViewCheckpointProofIsAdoptedAsAWhole(t *testing.T) {
+	c, nv := newViewFromLiar(t)
+	c.holdIf = isType(MsgStateRequest)
+	c.injectNow(3, 2, nv)
+	c.injectNow(3, 1, nv)
+	c.requireView(3, true, 1, 2)
+	if s := c.reps[2].Status(); s.LowMark != 4 {
+		t.Fatalf("replica 2, which executed n=4, did not adopt the NEW-VIEW's checkpoint: %+v", s)
+	}
+	asked := false
+	for _, m := range c.held {
+		asked = asked || (m.from == 1 && m.info().Type == MsgStateRequest)
+	}
+	if !asked {
+		t.Fatalf("replica 1, lagging, did not start the state transfer to the NEW-VIEW's checkpoint n=4")
+	}
+}
+
+// After a NEW-VIEW a backup accepts pre-prepares of that view only above max-s, or
+// those the NEW-VIEW carries: the liar, primary of view 3, re-proposing seq 2 (below
+// its checkpoint, still in the window of lagging replica 1) with another batch is
+// refused, while seq 5 is accepted.
+func TestNewViewPrePreparesAtOrBelowMaxSComeOnlyFromTheNewView(t *testing.T) {
+	c, nv := newViewFromLiar(t)
+	c.holdIf = isType(MsgStateRequest) // replica 1 stays behind, h = 0
+	c.injectNow(3, 1, nv)
+	c.requireView(3, true, 1)
+	if s := c.reps[1].Status(); s.LowMark != 0 {
+		t.Fatalf("replica 1 at %+v, want it still behind (state transfer held)", s)
+	}
+	c.injectNow(3, 1, c.prePrepareAs(3, 3, 2, c.request(7, "rewrite")))
+	if len(c.dropped(1, "at or below the new view's max-s")) != 1 || len(c.sentFor(1, MsgPrepare, 2)) != 0 {
+		t.Fatalf("a re-proposal of seq 2 in view 3 was not refused: drops %+v", c.drops[1])
+	}
+	c.injectNow(3, 1, c.prePrepareAs(3, 3, 5, c.request(7, "next")))
+	if len(c.sentFor(1, MsgPrepare, 5)) != 1 {
+		t.Fatalf("a pre-prepare above max-s was not prepared: drops %+v", c.drops[1])
+	}
+}

@@ -722,9 +722,15 @@ func reasonOf(err error) string {
 	}
 }
 
+// tickHook, when set (by tests only), runs before each tick of a correct replica.
+var tickHook func(*replicaNode)
+
 func (r *replicaNode) tick() {
 	if r.down {
 		return
+	}
+	if tickHook != nil {
+		tickHook(r)
 	}
 	r.core.Tick()
 	r.flush()

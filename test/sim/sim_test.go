@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pbftkit/pbft/pbft"
 )
 
 // sweepSeeds is how many seeds each sweep runs; `make test` runs the sweeps again with
@@ -28,8 +30,12 @@ func sweep(t *testing.T, o Options, count int) Summary {
 	for _, f := range s.Failures {
 		t.Errorf("seed %d failed (strategies %v): %v %s\n  replay: %s", f.Seed, f.Strategies, f.Violations, f.Liveness, f.Replay)
 	}
-	t.Logf("n=%d byzantine=%d strategy=%s crypto=%s: %d seeds, %d requests completed, %d state transfers, %.1f seeds/s",
-		o.Replicas, o.Byzantine, o.Strategy, s.Crypto, s.Seeds, s.CommittedRequests, s.StateTransfers, s.SeedsPerSecond)
+	cluster := fmt.Sprintf("n=%d byzantine=%d", o.Replicas, o.Byzantine)
+	if o.Swarm {
+		cluster = "swarm"
+	}
+	t.Logf("%s strategy=%s faulty-primary=%v crypto=%s: %d seeds, %d requests completed, %d state transfers, %.1f seeds/s",
+		cluster, o.Strategy, o.FaultyPrimary, s.Crypto, s.Seeds, s.CommittedRequests, s.StateTransfers, s.SeedsPerSecond)
 	return s
 }
 
@@ -111,6 +117,45 @@ func TestSafetyAndLivenessWithDeepPipeline(t *testing.T) {
 			o.FastCrypto = true
 			sweep(t, o, seeds(*sweepSeeds/4))
 		})
+	}
+}
+
+// Swarm runs (the seed draws n among 4, 5 and 7 with f Byzantine, the intervals, batch
+// and pipelining, fault rates, crashes and timeouts): the mutation strategy, and every
+// strategy drawn per faulty replica, with and without the primary among them.
+func TestSafetyAndLivenessInSwarmRuns(t *testing.T) {
+	for _, strategy := range []string{"mutate", "all"} {
+		for _, faultyPrimary := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/faulty-primary=%v", strategy, faultyPrimary), func(t *testing.T) {
+				t.Parallel()
+				o := DefaultOptions()
+				o.Strategy, o.FaultyPrimary, o.Swarm = strategy, faultyPrimary, true
+				o.FastCrypto = true
+				sweep(t, o, seeds(*sweepSeeds*3/5))
+			})
+		}
+	}
+}
+
+// A broken invariant of a correct replica's core is a bug found, not a crash of the
+// sweep: the simulator reports it as a violation of that seed, with its replay command.
+func TestBrokenInvariantIsReportedAsAViolationWithItsReplay(t *testing.T) {
+	defer func() { tickHook = nil }()
+	tickHook = func(r *replicaNode) {
+		if r.w.ticks() == 50 && r.id == 2 {
+			panic(pbft.InvariantViolation{Replica: 2, What: "planted by the test"})
+		}
+	}
+	o := DefaultOptions()
+	o.FastCrypto = true
+	s := RunSeeds(o, 7, 1, 1, nil)
+	if s.Violations != 1 || len(s.Failures) != 1 {
+		t.Fatalf("a planted invariant violation gave %d violations: %+v", s.Violations, s.Failures)
+	}
+	f := s.Failures[0]
+	if len(f.Violations) != 1 || !strings.Contains(f.Violations[0], "invariant broken at replica 2: planted by the test") ||
+		!strings.Contains(f.Replay, "--seed-start 7") {
+		t.Fatalf("failure %+v: want the invariant and the replay command of seed 7", f)
 	}
 }
 
