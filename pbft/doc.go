@@ -40,6 +40,17 @@
 // and parallel, so a runtime may run them on a worker pool; the core then enforces the
 // protocol rules (views, watermarks, quorums of distinct senders, digests).
 //
+// Quorums: comments and drop reasons say 2f+1 for a quorum and 2f for the prepares of
+// a prepared certificate, as the papers do for n = 3f+1. In general a quorum is
+// Quorum.Strong, ⌈(n+f+1)/2⌉ (any two quorums share a correct replica), and a prepared
+// certificate needs Quorum.Prepared = Strong()-1 prepares; f+1 (Quorum.Weak) always
+// holds a correct replica.
+//
+// Invariants that only a bug can break (one pre-prepare per view and seq, one own vote
+// per slot, no vote at a decided seq for another digest, nothing stable above what
+// executed) are asserted: a panic with an InvariantViolation. Byzantine input never
+// reaches one: it is rejected first, and reported in Ready.Drops with its reason.
+//
 // A replica that crashed comes back from its records: a new Replica, then Restore with
 // every Record it persisted (CompactRecords, run after each stable checkpoint, keeps
 // that list bounded), then the same loop. Its first Ready carries the checkpoint state
