@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/pbftkit/pbft/pbft"
-	"github.com/pbftkit/pbft/replica/store"
+	"github.com/pbftkit/pbft/pbft/replica/store"
 )
 
 // buildCLI builds the pbft binary once per test run, as a user's `go build` would.

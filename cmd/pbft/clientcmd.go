@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
-	"github.com/pbftkit/pbft/network/cluster"
+	"github.com/pbftkit/pbft/pbft/client"
+	"github.com/pbftkit/pbft/pbft/cluster"
 )
 
 func newClientCmd() *cobra.Command {

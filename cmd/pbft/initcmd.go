@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbftkit/pbft/crypto"
-	"github.com/pbftkit/pbft/network/cluster"
+	"github.com/pbftkit/pbft/pbft/cluster"
 )
 
 func newInitCmd() *cobra.Command {

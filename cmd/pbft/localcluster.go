@@ -18,9 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
-	"github.com/pbftkit/pbft/network/cluster"
-	"github.com/pbftkit/pbft/replica"
+	"github.com/pbftkit/pbft/pbft/client"
+	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/replica"
 )
 
 // localCluster is n replicas and some clients in this process, over real libp2p on

@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/network/cluster"
-	"github.com/pbftkit/pbft/replica"
+	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/replica"
 )
 
 func newReplicaCmd() *cobra.Command {

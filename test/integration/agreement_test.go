@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
+	"github.com/pbftkit/pbft/pbft/client"
 )
 
 // TestAllResultsAreVotedAndStatesAgree runs a mixed workload of put, get, delete and

@@ -14,10 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
 	"github.com/pbftkit/pbft/crypto"
-	"github.com/pbftkit/pbft/network/cluster"
-	"github.com/pbftkit/pbft/replica"
+	"github.com/pbftkit/pbft/pbft/client"
+	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/replica"
 )
 
 // fastProtocol is the default protocol with timeouts short enough for tests: a 10 ms

@@ -18,10 +18,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/network"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/client"
 )
 
 // rawHost starts a bare network.Host with the identity of key (closed at the end of the

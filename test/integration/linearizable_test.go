@@ -13,7 +13,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
+	"github.com/pbftkit/pbft/pbft/client"
 )
 
 // kvInput is one operation of the history: a put of value or a get of key.

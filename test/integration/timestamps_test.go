@@ -14,9 +14,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
 	"github.com/pbftkit/pbft/network"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/client"
 )
 
 // executeAs has an earlier process of client id run a put of key under each of

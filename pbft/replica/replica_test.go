@@ -18,12 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/client"
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/network"
-	"github.com/pbftkit/pbft/network/cluster"
 	"github.com/pbftkit/pbft/pbft"
-	"github.com/pbftkit/pbft/replica/store"
+	"github.com/pbftkit/pbft/pbft/client"
+	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/replica/store"
 )
 
 type testCluster struct {

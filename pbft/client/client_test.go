@@ -11,8 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pbftkit/pbft/network"
-	"github.com/pbftkit/pbft/network/cluster"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/cluster"
 )
 
 // fakeReplica is a replica's network identity whose answers the test scripts: it sees

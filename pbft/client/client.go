@@ -36,8 +36,8 @@ import (
 
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/network"
-	"github.com/pbftkit/pbft/network/cluster"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/cluster"
 )
 
 // Config configures a Client.

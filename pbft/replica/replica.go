@@ -30,9 +30,9 @@ import (
 	"github.com/pbftkit/pbft/app"
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/network"
-	"github.com/pbftkit/pbft/network/cluster"
 	"github.com/pbftkit/pbft/pbft"
-	"github.com/pbftkit/pbft/replica/store"
+	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/replica/store"
 )
 
 // Options configure a replica.
