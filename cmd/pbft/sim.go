@@ -96,7 +96,9 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 	f.IntVar(&o.Crashes, "crashes", o.Crashes, "crashes of correct replicas per seed before the heal; each restarts from its persisted records")
 	f.BoolVar(&clean, "clean-network", false, "no loss, duplication or partition: only delays (to measure a strategy's cost alone)")
 	f.BoolVar(&trace, "trace", false, "print every delivery, execution and drop of one seed to stderr")
-	f.BoolVar(&o.Swarm, "swarm", false, "swarm testing: each seed also draws n (4, 5, 7, with f Byzantine), checkpoint interval, window, batch, pipelining, loss, delay, partitions, crashes and timeouts")
+	f.IntVar(&o.DiskDelay, "disk-delay", o.DiskDelay, "durable writes of correct replicas take 1 to N network time units (10 a tick) while they go on stepping; a crash loses what was not yet written (0: writes are instant)")
+	f.BoolVar(&o.TornWrites, "torn-writes", o.TornWrites, "with --disk-delay: a crash leaves a prefix of the writes in progress on disk")
+	f.BoolVar(&o.Swarm, "swarm", false, "swarm testing: each seed also draws n (4, 5, 7, with f Byzantine), checkpoint interval, window, batch, pipelining, loss, delay, partitions, crashes, disk delay, torn writes and timeouts")
 	return cmd
 }
 
@@ -115,6 +117,10 @@ func checkSimFlags(o *sim.Options, seeds int) error {
 		return fmt.Errorf("--clients: must be positive, got %d", o.Clients)
 	case o.Crashes < 0:
 		return fmt.Errorf("--crashes: must not be negative, got %d", o.Crashes)
+	case o.DiskDelay < 0:
+		return fmt.Errorf("--disk-delay: must not be negative, got %d", o.DiskDelay)
+	case o.TornWrites && o.DiskDelay == 0:
+		return fmt.Errorf("--torn-writes: needs --disk-delay above 0 (with instant writes nothing is in progress at a crash)")
 	case o.FaultyPrimary && o.Byzantine == 0:
 		return fmt.Errorf("--faulty-primary: needs --byzantine of at least 1")
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/pbftkit/pbft/network"
 	"github.com/pbftkit/pbft/pbft"
 	"github.com/pbftkit/pbft/pbft/cluster"
+	"github.com/pbftkit/pbft/pbft/driver"
 	"github.com/pbftkit/pbft/pbft/replica/store"
 )
 
@@ -79,6 +80,7 @@ type Replica struct {
 	opts     Options
 	cl       *cluster.Cluster
 	core     *pbft.Replica
+	drv      *driver.Driver // the Ready contract, shared with the simulator
 	host     *network.Host
 	store    Storage
 	verifier pbft.Verifier
@@ -104,8 +106,7 @@ type Replica struct {
 	verified      chan pbft.Message
 	results       chan pbft.Executed
 	exec          *executor
-	persistQ      chan persistItem
-	records       []pbft.Record // mirror of the store, for compaction (the persister's)
+	persistQ      chan []driver.Durable
 
 	status   atomic.Pointer[pbft.Status]
 	quit     chan struct{} // closed to stop every goroutine
@@ -148,7 +149,7 @@ func Start(opts Options) (*Replica, error) {
 		replicaQueued: make([]atomic.Int32, len(cl.Replicas)),
 		verified:      make(chan pbft.Message, verifiedLen),
 		results:       make(chan pbft.Executed, 1024),
-		persistQ:      make(chan persistItem, 4096),
+		persistQ:      make(chan []driver.Durable, 4096),
 		quit:          make(chan struct{}),
 	}
 	r.verifier = pbft.Verifier{Keys: cl.KeyRing(), N: len(cl.Replicas), Limits: r.lim, Cache: newVerifiedCache(1 << 16)}
@@ -159,7 +160,26 @@ func Start(opts Options) (*Replica, error) {
 	if err := r.openStore(); err != nil {
 		return nil, err
 	}
-	r.exec = newExecutor(opts.App, r.results, r.metrics)
+	r.drv = driver.New(r.core, timedStore{r.store, r.metrics}, hostTransport{r}, driver.Observer{
+		Drop: func(d pbft.Drop) {
+			r.metrics.drop(d.Reason)
+			if ce := r.log.Check(zap.DebugLevel, "core dropped message"); ce != nil {
+				ce.Write(zap.String("reason", d.Reason), zap.Stringer("type", d.Type), zap.Uint32("from", d.From))
+			}
+		},
+		Stable: func(s *pbft.StableCheckpoint) {
+			r.metrics.StableSeq.Store(s.Seq)
+			r.log.Debug("stable checkpoint", zap.Uint64("seq", s.Seq), zap.Stringer("state", s.State))
+		},
+		Install: func(in *pbft.Install, own bool) {
+			r.log.Info("installed checkpoint state", zap.Uint64("seq", in.Seq), zap.Int("bytes", len(in.App)), zap.Bool("own", own))
+		},
+		Executed: func(b *pbft.Batch, _ [][]byte) {
+			r.metrics.Batches.Add(1)
+			r.metrics.Requests.Add(uint64(len(b.Requests)))
+		},
+	})
+	r.exec = newExecutor(opts.App, r.drv, r.results)
 	if err := r.restore(); err != nil {
 		r.store.Close()
 		return nil, err
@@ -191,7 +211,7 @@ func Start(opts Options) (*Replica, error) {
 
 func (r *Replica) openStore() error {
 	if r.opts.DataDir == "" {
-		r.store = &memStore{}
+		r.store = memStore{&driver.MemStorage{}}
 		return nil
 	}
 	s, err := store.Open(r.opts.DataDir, store.Options{Sync: !r.opts.NoSync, Logger: r.log})
@@ -226,10 +246,9 @@ func (r *Replica) restore() error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if err := r.core.Restore(recs, &r.verifier); err != nil {
+	if _, err := r.drv.Restore(&r.verifier); err != nil {
 		return fmt.Errorf("replica %d: data dir %s: %w", r.opts.ID, r.opts.DataDir, err)
 	}
-	r.records = recs
 	st := r.core.Status()
 	r.log.Info("restored from records", zap.Int("records", len(recs)), zap.Uint64("view", st.View),
 		zap.Bool("active", st.Active), zap.Uint64("stable", st.LowMark))
@@ -525,54 +544,23 @@ func (r *Replica) loop() {
 	}
 }
 
-// handleReady drains the core's output: replies go out at once, records and the other
-// messages to the persister (which sends them once the records are durable), batches to
-// the executor. It reports false if the replica is stopping.
+// handleReady drains the core's output through the driver: replies have left, records
+// and the messages that wait for them go to the persister, work to the executor. It
+// reports false if the replica is stopping.
 func (r *Replica) handleReady() bool {
-	for {
-		rd := r.core.Ready()
-		if rd.Empty() {
-			break
+	durable, work := r.drv.Advance()
+	if len(durable) > 0 {
+		// Records become durable, then their messages leave, on the persister's
+		// goroutine: the loop goes on stepping while the disk syncs, and the next
+		// sync carries everything that arrived meanwhile (group commit).
+		select {
+		case r.persistQ <- durable:
+		case <-r.quit:
+			return false
 		}
-		// Replies (and superseded notices) leave at once: they are unsigned, they report
-		// batches already committed by 2f+1 replicas (a notice, the client table those
-		// left), and no record of this replica vouches for them, so no crash can make one
-		// contradict anything. Everything else waits for its records.
-		msgs := rd.Messages[:0:0]
-		for i := range rd.Messages {
-			if rd.Messages[i].To.Kind == pbft.ToClient {
-				r.send(&rd.Messages[i])
-			} else {
-				msgs = append(msgs, rd.Messages[i])
-			}
-		}
-		if len(rd.Persist) > 0 || rd.Stable != nil || len(msgs) > 0 {
-			// Records become durable, then their messages leave, on the persister's
-			// goroutine: the loop goes on stepping while the disk syncs, and the next
-			// sync carries everything that arrived meanwhile (group commit).
-			select {
-			case r.persistQ <- persistItem{recs: rd.Persist, stable: rd.Stable, msgs: msgs}:
-			case <-r.quit:
-				return false
-			}
-		}
-		if rd.Stable != nil {
-			r.metrics.StableSeq.Store(rd.Stable.Seq)
-			r.log.Debug("stable checkpoint", zap.Uint64("seq", rd.Stable.Seq), zap.Stringer("state", rd.Stable.State))
-		}
-		for _, d := range rd.Drops {
-			r.metrics.drop(d.Reason)
-			if ce := r.log.Check(zap.DebugLevel, "core dropped message"); ce != nil {
-				ce.Write(zap.String("reason", d.Reason), zap.Stringer("type", d.Type), zap.Uint32("from", d.From))
-			}
-		}
-		if rd.Install != nil {
-			r.log.Info("installing checkpoint state", zap.Uint64("seq", rd.Install.Seq), zap.Int("bytes", len(rd.Install.App)))
-			r.exec.push(execItem{install: rd.Install})
-		}
-		for i := range rd.Execute {
-			r.exec.push(execItem{batch: &rd.Execute[i]})
-		}
+	}
+	if len(work) > 0 {
+		r.exec.push(work)
 	}
 	st := r.core.Status()
 	if prev := r.status.Load(); prev != nil && (prev.View != st.View || prev.Active != st.Active) {
@@ -582,67 +570,53 @@ func (r *Replica) handleReady() bool {
 	return true
 }
 
-// persistItem is one Ready's records and the messages that must wait for them.
-type persistItem struct {
-	recs   []pbft.Record
-	stable *pbft.StableCheckpoint
-	msgs   []pbft.Outbound
-}
-
-// persist makes records durable and then sends their messages, in Ready order. A sync
-// carries every item queued while the previous one ran.
+// persist runs the driver's Persist stage: one sync carries every item queued while
+// the previous one ran.
 func (r *Replica) persist() {
-	var items []persistItem
+	var items []driver.Durable
 	for {
 		items = items[:0]
 		select {
 		case <-r.quit:
 			return
 		case it := <-r.persistQ:
-			items = append(items, it)
+			items = append(items, it...)
 		}
 	more:
 		for len(items) < 1024 {
 			select {
 			case it := <-r.persistQ:
-				items = append(items, it)
+				items = append(items, it...)
 			default:
 				break more
 			}
 		}
-		var recs []pbft.Record
-		stable := false
-		for i := range items {
-			recs = append(recs, items[i].recs...)
-			stable = stable || items[i].stable != nil
-		}
-		if len(recs) > 0 {
-			t0 := time.Now()
-			err := r.store.Append(recs)
-			r.metrics.Persists.Add(1)
-			r.metrics.PersistNanos.Add(uint64(time.Since(t0).Nanoseconds()))
-			if err != nil {
-				// Sending what is not durable could make this replica contradict itself
-				// after a crash: stop instead.
-				r.fail(fmt.Errorf("persist: %w", err))
-				return
-			}
-			r.records = append(r.records, recs...)
-		}
-		if stable {
-			keep := pbft.CompactRecords(r.records)
-			if err := r.store.Compact(keep); err != nil {
-				r.fail(fmt.Errorf("compact: %w", err))
-				return
-			}
-			r.records = keep
-		}
-		for i := range items {
-			for j := range items[i].msgs {
-				r.send(&items[i].msgs[j])
-			}
+		if err := r.drv.Persist(items); err != nil {
+			// Sending what is not durable could make this replica contradict itself
+			// after a crash: stop instead.
+			r.fail(err)
+			return
 		}
 	}
+}
+
+// hostTransport sends the driver's messages over the libp2p host.
+type hostTransport struct{ r *Replica }
+
+func (t hostTransport) Send(ob *pbft.Outbound) { t.r.send(ob) }
+
+// timedStore counts and times the store's durable writes.
+type timedStore struct {
+	Storage
+	m *Metrics
+}
+
+func (s timedStore) Append(recs []pbft.Record) error {
+	t0 := time.Now()
+	err := s.Storage.Append(recs)
+	s.m.Persists.Add(1)
+	s.m.PersistNanos.Add(uint64(time.Since(t0).Nanoseconds()))
+	return err
 }
 
 func (r *Replica) send(ob *pbft.Outbound) {
@@ -680,12 +654,6 @@ func (r *Replica) fail(err error) {
 func (r *Replica) Done() <-chan struct{} { return r.quit }
 
 // memStore keeps records in memory: no durability.
-type memStore struct{ recs []pbft.Record }
+type memStore struct{ *driver.MemStorage }
 
-func (m *memStore) Append(recs []pbft.Record) error { m.recs = append(m.recs, recs...); return nil }
-func (m *memStore) Compact(keep []pbft.Record) error {
-	m.recs = append([]pbft.Record(nil), keep...)
-	return nil
-}
-func (m *memStore) Load() ([]pbft.Record, error) { return m.recs, nil }
-func (m *memStore) Close() error                 { return nil }
+func (memStore) Close() error { return nil }

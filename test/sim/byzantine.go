@@ -7,6 +7,7 @@ import (
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/driver"
 )
 
 func decodeBody(b []byte, v any) error { return pbft.Unmarshal(b, v) }
@@ -44,6 +45,7 @@ type byzantine struct {
 	strategy string
 	signer   pbft.Signer
 	core     *pbft.Replica
+	drv      *driver.Driver
 	app      *kvstore.Store
 	verifier pbft.Verifier
 	rng      *rand.Rand
@@ -94,6 +96,7 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 			return nil, err
 		}
 		b.core, b.app = core, kvstore.New()
+		b.drv = driver.New(core, noDisk{}, byzTransport{b}, driver.Observer{})
 	}
 	return b, nil
 }
@@ -180,28 +183,24 @@ func (b *byzantine) tick() {
 	b.flush()
 }
 
-// flush runs the core's output like a correct replica would, then lets the strategy
-// rewrite what leaves.
+// flush runs the core's output through the same driver as a correct replica (its
+// records are kept nowhere: a faulty replica need not remember), and the strategy
+// rewrites what leaves.
 func (b *byzantine) flush() {
-	for {
-		rd := b.core.Ready()
-		if rd.Empty() {
-			return
-		}
-		for _, out := range rd.Messages {
-			b.emit(out)
-		}
-		if rd.Install != nil {
-			_ = b.app.Restore(rd.Install.App)
-		}
-		for _, bt := range rd.Execute {
-			ex, _ := execute(b.app, &bt)
-			if err := b.core.Executed(ex); err != nil {
-				return
-			}
-		}
-	}
+	_ = b.drv.Run(b.app)
 }
+
+// byzTransport hands what a faulty replica's core sends to its strategy.
+type byzTransport struct{ b *byzantine }
+
+func (t byzTransport) Send(out *pbft.Outbound) { t.b.emit(*out) }
+
+// noDisk forgets every record.
+type noDisk struct{}
+
+func (noDisk) Append([]pbft.Record) error   { return nil }
+func (noDisk) Compact([]pbft.Record) error  { return nil }
+func (noDisk) Load() ([]pbft.Record, error) { return nil, nil }
 
 func (b *byzantine) emit(out pbft.Outbound) {
 	env := out.Env

@@ -29,6 +29,14 @@ type checker struct {
 	submit   map[crypto.Digest]bool   // validity: requests clients really signed
 	lastSeq  []uint64                 // per replica: the last seq executed or installed
 	seqOf    map[reqKey]executedAt    // the seq at which each request executed
+	// signed is, per correct replica, the digest of each PRE-PREPARE, PREPARE and
+	// COMMIT it signed, by (type, view, seq): across its crashes too.
+	signed []map[signedSlot]crypto.Digest
+}
+
+type signedSlot struct {
+	typ       pbft.MsgType
+	view, seq uint64
 }
 
 type executedAt struct {
@@ -59,6 +67,10 @@ func newChecker(n int, correct []bool, res *Result) *checker {
 		submit:   make(map[crypto.Digest]bool),
 		lastSeq:  make([]uint64, n),
 		seqOf:    make(map[reqKey]executedAt),
+		signed:   make([]map[signedSlot]crypto.Digest, n),
+	}
+	for i := range c.signed {
+		c.signed[i] = make(map[signedSlot]crypto.Digest)
 	}
 	for i := range c.executed {
 		c.executed[i] = make(map[reqKey]bool)
@@ -160,6 +172,32 @@ func (c *checker) converged(states map[int][]byte, seq uint64) {
 		if !bytes.Equal(st, states[first]) {
 			c.violate("state: replicas %d and %d both executed up to n=%d but hold different application state", first, i, seq)
 		}
+	}
+}
+
+// onSigned sees every protocol message a correct replica sends under its own name. A
+// correct replica never signs two PRE-PREPAREs, PREPAREs or COMMITs for one view and
+// seq with different digests, not even across a crash: its records (durable before the
+// message left) are what stops it, so this is how a broken durability rule of the
+// driver shows.
+func (c *checker) onSigned(replica int, s *pbft.Signed) {
+	switch s.Type {
+	case pbft.MsgCheckpoint:
+		c.onCheckpoint(replica, s)
+	case pbft.MsgPrePrepare, pbft.MsgPrepare, pbft.MsgCommit:
+		// The three bodies have one shape: view, seq, digest.
+		var v pbft.Prepare
+		if err := decodeBody(s.Body, &v); err != nil {
+			c.violate("replica %d sent an undecodable %s: %v", replica, s.Type, err)
+			return
+		}
+		k := signedSlot{s.Type, v.View, v.Seq}
+		if prev, ok := c.signed[replica][k]; ok && prev != v.Digest {
+			c.violate("equivocation: correct replica %d signed %s v=%d n=%d for %s, then for %s",
+				replica, s.Type, v.View, v.Seq, prev.Short(), v.Digest.Short())
+			return
+		}
+		c.signed[replica][k] = v.Digest
 	}
 }
 

@@ -70,6 +70,12 @@ func ReplayCommand(o Options, seed uint64) string {
 	if o.Crashes != DefaultOptions().Crashes && o.HealTick != 0 {
 		fmt.Fprintf(&b, " --crashes %d", o.Crashes)
 	}
+	if o.DiskDelay != 0 && !o.Swarm {
+		fmt.Fprintf(&b, " --disk-delay %d", o.DiskDelay)
+	}
+	if o.TornWrites && !o.Swarm {
+		b.WriteString(" --torn-writes")
+	}
 	if o.Swarm {
 		b.WriteString(" --swarm")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/pbft"
+	"github.com/pbftkit/pbft/pbft/driver"
 )
 
 // tickUnits is how many network time units make one replica tick.
@@ -35,8 +36,14 @@ type Options struct {
 	Partitions int // partitions that come and go before the heal
 	// Crashes is how many times, before the heal, a correct replica crashes (losing
 	// everything but what its core asked to persist) and restarts 20 to 150 ticks later.
-	Crashes  int
-	HealTick int
+	Crashes int
+	// DiskDelay, when above 0, makes a correct replica's durable writes take 1 to
+	// DiskDelay network time units, while it goes on stepping; messages wait for their
+	// records, replies do not. A crash loses what was not yet written, and with
+	// TornWrites a prefix of it survives.
+	DiskDelay  int
+	TornWrites bool
+	HealTick   int
 	// LivenessTicks is the bound, counted from the heal, by which every request must
 	// have completed.
 	LivenessTicks int
@@ -105,7 +112,9 @@ type event struct {
 	at    int64
 	seq   uint64
 	tick  bool
-	fault fault // a crash or restart of replica to
+	sync  bool   // the simulated disk of replica to finishes a write
+	gen   uint64 // of that write
+	fault fault  // a crash or restart of replica to
 	to    int
 	from  int
 	frame []byte
@@ -490,6 +499,8 @@ func (w *world) run() {
 		w.now = e.at
 		if e.fault != noFault {
 			w.crashOrRestart(e)
+		} else if e.sync {
+			w.nodes[e.to].(*replicaNode).sync(e.gen)
 		} else if e.tick {
 			w.nodes[e.to].tick()
 			w.push(&event{at: w.now + tickUnits, tick: true, to: e.to})
@@ -549,7 +560,7 @@ func (w *world) crashOrRestart(e *event) {
 		if w.opts.Trace != nil {
 			w.trace("r%d crashes", r.id)
 		}
-		r.down = true
+		r.crash()
 	case e.fault == restart && r.down:
 		if err := r.restart(); err != nil {
 			w.check.violate("replica %d: restart from its records: %v", r.id, err)
@@ -558,7 +569,7 @@ func (w *world) crashOrRestart(e *event) {
 		w.res.Restarts++
 		if w.opts.Trace != nil {
 			st := r.core.Status()
-			w.trace("r%d restarts from %d records at n=%d view %d (active %v)", r.id, len(r.records), st.Executed, st.View, st.Active)
+			w.trace("r%d restarts from %d records at n=%d view %d (active %v)", r.id, len(r.disk.recs), st.Executed, st.View, st.Active)
 		}
 	}
 }
@@ -642,23 +653,29 @@ func (w *world) positions() string {
 	return b.String()
 }
 
-// replicaNode is a correct replica: the real core, the key-value application and the
-// real decode-and-verify path, as a runtime would run them.
+// replicaNode is a correct replica: the real core under the runtime's own driver
+// (pbft/driver: the Ready contract, the batch executor), the key-value application and
+// the real decode-and-verify path, over a simulated store and network.
 type replicaNode struct {
 	w        *world
 	id       int
 	cfg      pbft.Config
 	core     *pbft.Replica
+	drv      *driver.Driver
 	app      *kvstore.Store
 	verifier pbft.Verifier
-	// records is the replica's disk: what its core asked to persist, compacted at each
-	// stable checkpoint. It is all that survives a crash.
-	records []pbft.Record
+	// disk is the replica's durable store: all that survives a crash.
+	disk *simDisk
+	// pending is what the driver handed to its Persist stage and the simulated disk has
+	// not yet made durable (with Options.DiskDelay): lost, or torn, by a crash; its
+	// messages wait for it.
+	pending []driver.Durable
+	syncing bool   // a sync event is queued
+	syncGen uint64 // which one: a crash forgets it
 	// down is true between a crash and the restart: no ticks, frames to it are lost.
 	down bool
-	// restoring is set while the first Ready after a restart is handled: its Install
-	// is the replica's own checkpoint, not a state transfer.
-	restoring bool
+	// breakDurability sends messages before their records are durable (tests only).
+	breakDurability bool
 }
 
 func newReplicaNode(w *world, id int, cfg pbft.Config) (*replicaNode, error) {
@@ -666,30 +683,107 @@ func newReplicaNode(w *world, id int, cfg pbft.Config) (*replicaNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &replicaNode{w: w, id: id, cfg: cfg, core: core, app: kvstore.New(), verifier: w.verifier()}, nil
+	r := &replicaNode{w: w, id: id, cfg: cfg, app: kvstore.New(), verifier: w.verifier(), disk: &simDisk{},
+		breakDurability: breakDurability}
+	r.attach(core)
+	return r, nil
 }
 
-// restart rebuilds the replica from its records alone, as a runtime does after a crash:
-// the records go through their storage encoding, a new core restores from them, and
-// the application starts empty until the core's Install hands it the checkpoint state.
-func (r *replicaNode) restart() error {
-	recs := make([]pbft.Record, len(r.records))
-	for i := range r.records {
-		if err := pbft.Unmarshal(pbft.Marshal(r.records[i]), &recs[i]); err != nil {
-			return fmt.Errorf("record %d: %w", i, err)
+// attach puts core under a new driver, with the simulator's store, network and checker.
+func (r *replicaNode) attach(core *pbft.Replica) {
+	r.core = core
+	r.drv = driver.New(core, r.disk, simTransport{r}, driver.Observer{
+		Drop: func(d pbft.Drop) {
+			r.w.res.Drops["core: "+d.Reason]++
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d drops %s from %d: %s", r.id, d.Type, d.From, d.Reason)
+			}
+		},
+		Install: func(in *pbft.Install, own bool) {
+			if own {
+				return
+			}
+			r.w.res.StateTransfers++
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d installs checkpoint state n=%d", r.id, in.Seq)
+			}
+			r.w.check.onInstall(r.id, in.Seq)
+		},
+		Executed: func(b *pbft.Batch, results [][]byte) {
+			r.w.check.onExecute(r.id, b, results)
+			if r.w.opts.Trace != nil {
+				r.w.trace("r%d executes n=%d v=%d d=%s (%d requests)", r.id, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
+			}
+		},
+	})
+	if r.breakDurability {
+		driver.UnsafeSendBeforeDurable(r.drv)
+	}
+}
+
+// simTransport puts a correct replica's messages on the simulated network, after the
+// checker has seen what the replica signed.
+type simTransport struct{ r *replicaNode }
+
+func (t simTransport) Send(out *pbft.Outbound) {
+	r := t.r
+	if out.Env.Msg.From == uint32(r.id) && out.To.Kind != pbft.ToClient {
+		r.w.check.onSigned(r.id, &out.Env.Msg)
+	}
+	r.w.sendOut(r.id, *out)
+}
+
+// simDisk is a correct replica's durable records. Load hands them back through their
+// storage encoding, as a real store does.
+type simDisk struct{ recs []pbft.Record }
+
+func (d *simDisk) Append(recs []pbft.Record) error { d.recs = append(d.recs, recs...); return nil }
+func (d *simDisk) Compact(keep []pbft.Record) error {
+	d.recs = append([]pbft.Record(nil), keep...)
+	return nil
+}
+func (d *simDisk) Load() ([]pbft.Record, error) {
+	recs := make([]pbft.Record, len(d.recs))
+	for i := range d.recs {
+		if err := pbft.Unmarshal(pbft.Marshal(d.recs[i]), &recs[i]); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 	}
+	return recs, nil
+}
+
+// crash stops the replica. What the disk had not synced is lost; with torn writes, a
+// prefix of it reached the disk (a record torn in the middle is one the store's
+// checksums drop, so a prefix is what a restart sees). None of its messages left.
+func (r *replicaNode) crash() {
+	r.down = true
+	if r.w.opts.TornWrites && len(r.pending) > 0 {
+		var recs []pbft.Record
+		for _, it := range r.pending {
+			recs = append(recs, it.Records...)
+		}
+		if k := r.w.rng.IntN(len(recs) + 1); k > 0 {
+			r.disk.Append(recs[:k])
+		}
+	}
+	r.pending, r.syncing = nil, false
+}
+
+// restart rebuilds the replica from its records alone, as the runtime does after a
+// crash: a new core restores from them through the driver, and the application starts
+// empty until the driver installs the replica's own checkpoint state.
+func (r *replicaNode) restart() error {
 	core, err := pbft.NewReplica(r.cfg)
 	if err != nil {
 		return err
 	}
 	r.verifier = r.w.verifier()
-	if err := core.Restore(recs, &r.verifier); err != nil {
+	r.attach(core)
+	if _, err := r.drv.Restore(&r.verifier); err != nil {
 		return err
 	}
-	r.core, r.app, r.down = core, kvstore.New(), false
+	r.app, r.down = kvstore.New(), false
 	r.w.check.onRestart(r.id, core.Status().Executed)
-	r.restoring = true
 	r.flush()
 	return nil
 }
@@ -722,6 +816,10 @@ func reasonOf(err error) string {
 	}
 }
 
+// breakDurability, when set (by tests only), makes every correct replica's driver send
+// messages before their records are durable (driver.UnsafeSendBeforeDurable).
+var breakDurability bool
+
 // tickHook, when set (by tests only), runs before each tick of a correct replica.
 var tickHook func(*replicaNode)
 
@@ -736,81 +834,51 @@ func (r *replicaNode) tick() {
 	r.flush()
 }
 
+// flush runs the driver's stages as the runtime's goroutines would: records to the
+// simulated disk (at once, or after a disk delay that lets the replica go on stepping
+// meanwhile, as the runtime's persister does), work to the application in order.
 func (r *replicaNode) flush() {
 	for {
-		rd := r.core.Ready()
-		if rd.Empty() {
+		durable, work := r.drv.Advance()
+		if len(durable) == 0 && len(work) == 0 {
+			break
+		}
+		if len(durable) > 0 {
+			if r.w.opts.DiskDelay == 0 {
+				if err := r.drv.Persist(durable); err != nil {
+					r.w.check.violate("replica %d: %v", r.id, err)
+					return
+				}
+			} else {
+				r.pending = append(r.pending, durable...)
+				if !r.syncing {
+					r.syncing = true
+					r.syncGen++
+					r.w.push(&event{at: r.w.now + 1 + int64(r.w.rng.IntN(r.w.opts.DiskDelay)), sync: true, to: r.id, gen: r.syncGen})
+				}
+			}
+		}
+		if err := r.drv.ApplyAll(r.app, work); err != nil {
+			r.w.check.violate("replica %d: %v", r.id, err)
 			return
 		}
-		r.records = append(r.records, rd.Persist...)
-		if rd.Stable != nil {
-			r.records = pbft.CompactRecords(r.records)
-		}
-		for _, d := range rd.Drops {
-			r.w.res.Drops["core: "+d.Reason]++
-			if r.w.opts.Trace != nil {
-				r.w.trace("r%d drops %s from %d: %s", r.id, d.Type, d.From, d.Reason)
-			}
-		}
-		for _, out := range rd.Messages {
-			if out.Env.Msg.Type == pbft.MsgCheckpoint && out.Env.Msg.From == uint32(r.id) {
-				r.w.check.onCheckpoint(r.id, &out.Env.Msg)
-			}
-			r.w.sendOut(r.id, out)
-		}
-		if rd.Install != nil && r.restoring {
-			if err := r.app.Restore(rd.Install.App); err != nil {
-				r.w.check.violate("replica %d: its own checkpoint n=%d does not restore: %v", r.id, rd.Install.Seq, err)
-				return
-			}
-		} else if rd.Install != nil {
-			if err := r.app.Restore(rd.Install.App); err != nil {
-				r.w.check.violate("replica %d: certified checkpoint state n=%d does not restore: %v", r.id, rd.Install.Seq, err)
-				return
-			}
-			r.w.res.StateTransfers++
-			if r.w.opts.Trace != nil {
-				r.w.trace("r%d installs checkpoint state n=%d", r.id, rd.Install.Seq)
-			}
-			r.w.check.onInstall(r.id, rd.Install.Seq)
-		}
-		for _, b := range rd.Execute {
-			ex, err := execute(r.app, &b)
-			if err != nil {
-				r.w.check.violate("replica %d: %v", r.id, err)
-				return
-			}
-			r.w.check.onExecute(r.id, &b, ex.Results)
-			if r.w.opts.Trace != nil {
-				r.w.trace("r%d executes n=%d v=%d d=%s (%d requests)", r.id, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
-			}
-			if err := r.core.Executed(ex); err != nil {
-				r.w.check.violate("replica %d: %v", r.id, err)
-				return
-			}
-		}
-		r.restoring = false
-		st := r.core.Status()
-		if st.LogSize > r.w.res.MaxLogSize {
-			r.w.res.MaxLogSize = st.LogSize
-		}
-		r.w.noteView(st)
 	}
+	st := r.core.Status()
+	if st.LogSize > r.w.res.MaxLogSize {
+		r.w.res.MaxLogSize = st.LogSize
+	}
+	r.w.noteView(st)
 }
 
-// execute runs a batch on the application, as a runtime does, with the snapshot the
-// core asks for at a checkpoint.
-func execute(app *kvstore.Store, b *pbft.Batch) (pbft.Executed, error) {
-	ex := pbft.Executed{Seq: b.Seq, Results: make([][]byte, len(b.Requests))}
-	for i, m := range b.Requests {
-		ex.Results[i] = app.Execute(m.Request.Op)
+// sync is the simulated disk finishing a write: everything pending becomes durable in
+// one Append (group commit), and its messages leave.
+func (r *replicaNode) sync(gen uint64) {
+	if r.down || !r.syncing || gen != r.syncGen {
+		return
 	}
-	if b.Checkpoint {
-		snap, err := app.Snapshot()
-		if err != nil {
-			return ex, fmt.Errorf("snapshot n=%d: %w", b.Seq, err)
-		}
-		ex.Snapshot = snap
+	items := r.pending
+	r.pending, r.syncing = nil, false
+	if err := r.drv.Persist(items); err != nil {
+		r.w.check.violate("replica %d: %v", r.id, err)
 	}
-	return ex, nil
 }

@@ -13,7 +13,8 @@ import (
 // Drawn: n (4, 5 or 7) with f Byzantine replicas (Byzantine is set to f), the checkpoint
 // interval and window, batch size and pipelining depth, loss, duplication and delay
 // before the heal, partitions, crashes, the view-change and client timeouts, and the
-// number of clients. The liveness bound grows with what slows a run down.
+// number of clients, and the disk: how long a durable write takes and whether a crash
+// tears the writes in progress. The liveness bound grows with what slows a run down.
 func swarmOptions(o Options) Options {
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5a5a5a5a5a5a5a5a))
 	pick := func(xs ...int) int { return xs[rng.IntN(len(xs))] }
@@ -31,6 +32,9 @@ func swarmOptions(o Options) Options {
 	o.ViewChangeTicks = pick(40, 80, 160)
 	o.ClientTimeout = pick(20, 40, 80)
 	o.Clients = pick(4, 12, 24)
+	// Drawn last, so that the draws above stay what they were for every seed.
+	o.DiskDelay = pick(0, 0, 5, 20)
+	o.TornWrites = o.DiskDelay > 0 && rng.IntN(2) == 0
 	// A slow primary (drawn by all) holds every batch for a view-change timeout; small
 	// batches make that many more timeouts.
 	perBatch := max(1, min(o.MaxBatch, o.Clients))
@@ -40,7 +44,7 @@ func swarmOptions(o Options) Options {
 
 // Describe is the configuration of a run in one line: what a swarm seed drew.
 func (o Options) Describe() string {
-	return fmt.Sprintf("n=%d byzantine=%d K=%d L=%d batch=%d in-flight=%d drop=%.2f dup=%.2f delay=%d partitions=%d crashes=%d vc=%d client-timeout=%d clients=%d",
+	return fmt.Sprintf("n=%d byzantine=%d K=%d L=%d batch=%d in-flight=%d drop=%.2f dup=%.2f delay=%d partitions=%d crashes=%d disk-delay=%d torn=%v vc=%d client-timeout=%d clients=%d",
 		o.Replicas, o.Byzantine, o.CheckpointInterval, o.LogWindow, o.MaxBatch, o.MaxInFlight,
-		o.DropRate, o.DupRate, o.MaxDelay, o.Partitions, o.Crashes, o.ViewChangeTicks, o.ClientTimeout, o.Clients)
+		o.DropRate, o.DupRate, o.MaxDelay, o.Partitions, o.Crashes, o.DiskDelay, o.TornWrites, o.ViewChangeTicks, o.ClientTimeout, o.Clients)
 }
