@@ -142,6 +142,8 @@ func (r *Replica) takeCheckpoint(n uint64, snapshot []byte) {
 	cv.ownState = Marshal(CheckpointState{App: snapshot, Clients: recs})
 	cv.add(&CheckpointMsg{Signed: s, Checkpoint: Checkpoint{Seq: n, State: d}}, r.cfg.N)
 	r.persistMsg(&Envelope{Msg: s}, r.view, n)
+	// The state, durable with the CHECKPOINT that digests it (see RecordCheckpoint).
+	r.rd.Persist = append(r.rd.Persist, Record{Kind: RecordCheckpoint, Seq: n, Env: Envelope{Msg: s}, State: cv.ownState})
 	r.broadcast(s)
 	r.checkStable(n)
 }
@@ -278,6 +280,11 @@ func (r *Replica) makeStable(sc *StableCheckpoint, state []byte) {
 	for n := range r.ckpts {
 		if n <= sc.Seq {
 			delete(r.ckpts, n)
+		}
+	}
+	for n := range r.saved {
+		if n <= sc.Seq {
+			delete(r.saved, n)
 		}
 	}
 	if r.nextSeq < sc.Seq {

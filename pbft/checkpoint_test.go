@@ -578,3 +578,64 @@ func TestProbeAboveTheStableCheckpointIsAnsweredWithCommitCertificates(t *testin
 	}
 	c.requireAgreement(1, 3)
 }
+
+// PBFT TOCS §4.3: a replica keeps the state of each checkpoint it signs until the
+// checkpoint is garbage-collected, crash or not. Here the only replicas that ever held
+// the state at n=8 are 0, 1 and 2; 3 never got there. 0 and 1 crash before checkpoint 8
+// became stable anywhere, and 2 stays down. Once 0 and 1 hold a proof of checkpoint 8,
+// no peer can serve its state: each must install the state from its own records.
+func TestReplicaInstallsACheckpointItSignedFromItsOwnRecordsAfterACrash(t *testing.T) {
+	c := newCluster(t, 4)
+	c.submitAndRun(c.requests(4, 2, "a")...)
+	if !c.allExecuted(4, c.all()...) {
+		t.Fatalf("setup: not all executed 4:%s", c.debug())
+	}
+	c.isolate(3)
+	c.dropIf = func(m tMsg) bool { return m.env().Msg.Type == MsgCheckpoint }
+	c.submitAndRun(c.requests(4, 2, "b")...)
+	if !c.allExecuted(8, 0, 1, 2) {
+		t.Fatalf("setup: 0, 1, 2 did not execute 8:%s", c.debug())
+	}
+	want := c.stateDigest(0)
+	var proof []*Envelope
+	for i := 0; i < 3; i++ {
+		if st := c.reps[i].Status(); st.LowMark != 4 {
+			t.Fatalf("setup: replica %d has stable checkpoint %d, want 4 (checkpoint 8 must not be stable)", i, st.LowMark)
+		}
+		for _, ob := range c.out[i] {
+			if ob.Env.Msg.Type == MsgCheckpoint && ob.Env.Msg.From == uint32(i) && infoOf(ob.Env).Seq == 8 {
+				proof = append(proof, ob.Env)
+			}
+		}
+	}
+	if len(proof) != 3 {
+		t.Fatalf("setup: %d CHECKPOINTs at 8 signed, want 3", len(proof))
+	}
+	c.dropIf = nil
+	c.crash(0)
+	c.crash(1)
+	c.crash(2)
+	c.restart(0)
+	c.restart(1)
+	for _, i := range []int{0, 1} {
+		if st := c.reps[i].Status(); st.Executed != 4 {
+			t.Fatalf("replica %d restarted at n=%d, want its stable checkpoint 4", i, st.Executed)
+		}
+		for _, env := range proof {
+			if env.Msg.From != uint32(i) {
+				c.injectNow(int(env.Msg.From), i, env)
+			}
+		}
+	}
+	c.run()
+	for _, i := range []int{0, 1} {
+		st := c.reps[i].Status()
+		if st.LowMark != 8 || st.Executed != 8 {
+			t.Fatalf("replica %d, holding a proof of checkpoint 8 it signed, is at stable %d, executed %d; want 8, 8:%s",
+				i, st.LowMark, st.Executed, c.debug())
+		}
+		if c.stateDigest(i) != want {
+			t.Fatalf("replica %d installed another state than the one it signed at 8", i)
+		}
+	}
+}

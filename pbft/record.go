@@ -20,6 +20,12 @@ const (
 	RecordPrepared
 	// RecordStable is a stable checkpoint: its 2f+1 proof and the checkpoint state.
 	RecordStable
+	// RecordCheckpoint is a checkpoint this replica signed, not yet stable: the signed
+	// CHECKPOINT and the state it digests. A replica keeps the state of every
+	// checkpoint it signs until that is garbage-collected (PBFT TOCS §4.3): the others
+	// may take its CHECKPOINT into a proof, and if every correct signer forgot the state
+	// in a crash, nobody correct could serve the certified state again.
+	RecordCheckpoint
 )
 
 func (k RecordKind) String() string {
@@ -30,6 +36,8 @@ func (k RecordKind) String() string {
 		return "prepared"
 	case RecordStable:
 		return "stable"
+	case RecordCheckpoint:
+		return "checkpoint"
 	}
 	return fmt.Sprintf("record(%d)", uint8(k))
 }
@@ -51,9 +59,10 @@ type Record struct {
 	// seq; for a stable checkpoint its seq.
 	View uint64
 	Seq  uint64
-	Env  Envelope     // RecordMessage
+	Env  Envelope     // RecordMessage; RecordCheckpoint: the signed CHECKPOINT
 	Cert PreparedCert // RecordPrepared
 	// RecordStable: the 2f+1 CHECKPOINTs proving Seq, and the CBOR of CheckpointState.
+	// RecordCheckpoint: the CBOR of the CheckpointState its CHECKPOINT digests.
 	Proof []Signed
 	State []byte
 }
@@ -99,6 +108,8 @@ func CompactRecords(recs []Record) []Record {
 			keep = i == stable
 		case RecordPrepared:
 			keep = rec.Seq > h && best[rec.Seq] == i
+		case RecordCheckpoint:
+			keep = rec.Seq > h
 		case RecordMessage:
 			keep = rec.View == view && (rec.Seq > h || rec.Seq == 0)
 		}
@@ -144,6 +155,11 @@ func (r *Replica) Restore(recs []Record, v *Verifier) error {
 			continue
 		case RecordPrepared:
 			if err := r.restoreCert(rec, v); err != nil {
+				return fmt.Errorf("restore: record %d: %w", i, err)
+			}
+			continue
+		case RecordCheckpoint:
+			if err := r.restoreSigned(rec, v); err != nil {
 				return fmt.Errorf("restore: record %d: %w", i, err)
 			}
 			continue
@@ -280,6 +296,33 @@ func (r *Replica) restoreStable(recs []Record, v *Verifier) error {
 	r.emitted, r.executed = rec.Seq, rec.Seq
 	r.rd.Install = &Install{Seq: rec.Seq, App: cs.App}
 	r.makeStable(&StableCheckpoint{Seq: rec.Seq, State: d, Proof: proof}, rec.State)
+	return nil
+}
+
+// restoreSigned brings back a checkpoint this replica signed above its stable one: its
+// own vote, and the state, which it installs itself if the checkpoint becomes certified
+// before it executed that far again (startStateTransfer).
+func (r *Replica) restoreSigned(rec *Record, v *Verifier) error {
+	if rec.Seq <= r.h {
+		return nil
+	}
+	m, err := v.Open(&rec.Env)
+	if err != nil {
+		return fmt.Errorf("signed checkpoint n=%d: %w", rec.Seq, err)
+	}
+	cp, ok := m.(*CheckpointMsg)
+	if !ok || ReplicaID(cp.Signed.From) != r.id || cp.Checkpoint.Seq != rec.Seq {
+		return fmt.Errorf("signed checkpoint n=%d: not this replica's CHECKPOINT for it", rec.Seq)
+	}
+	var cs CheckpointState
+	if err := unmarshalCanonical(rec.State, &cs); err != nil {
+		return fmt.Errorf("signed checkpoint n=%d: state: %w", rec.Seq, err)
+	}
+	if StateDigest(cs.App, cs.Clients) != cp.Checkpoint.State {
+		return fmt.Errorf("signed checkpoint n=%d: state does not match the digest signed", rec.Seq)
+	}
+	r.checkpointVotesFor(rec.Seq).add(cp, r.cfg.N)
+	r.saved[rec.Seq] = rec.State
 	return nil
 }
 

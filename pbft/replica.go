@@ -87,6 +87,9 @@ type Replica struct {
 	transfer *stateTransfer
 	// pendingInstall is a fetched checkpoint waiting for executing batches to drain.
 	pendingInstall *installWait
+	// saved holds, by seq, the states of checkpoints above h this replica signed
+	// before its last crash (RecordCheckpoint), until h passes them.
+	saved map[uint64][]byte
 
 	// seenAhead is, per replica, the highest sequence number seen in a valid message
 	// from it: evidence of how far the cluster went.
@@ -127,6 +130,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		pendingPer:      make(map[ClientID]int),
 		inflight:        make(map[crypto.Digest]bool),
 		ckpts:           make(map[uint64]*checkpointVotes),
+		saved:           make(map[uint64][]byte),
 		lastHelp:        make([]uint64, cfg.N),
 		lastServed:      make([]uint64, cfg.N),
 		servedChunks:    make([]int, cfg.N),

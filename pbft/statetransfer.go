@@ -49,9 +49,38 @@ type installWait struct {
 }
 
 func (r *Replica) startStateTransfer(sc *StableCheckpoint) {
+	if r.installSaved(sc) {
+		return
+	}
 	if r.newStateTransfer(sc) {
 		r.askState()
 	}
+}
+
+// installSaved installs the certified checkpoint sc from this replica's own records, if
+// it signed sc before a crash and kept the state (RecordCheckpoint): no peer is needed,
+// which matters when every other correct signer lost the state too.
+func (r *Replica) installSaved(sc *StableCheckpoint) bool {
+	state, ok := r.saved[sc.Seq]
+	if !ok || sc.Seq <= r.emitted || (r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq) {
+		return false
+	}
+	var cs CheckpointState
+	if unmarshalCanonical(state, &cs) != nil || StateDigest(cs.App, cs.Clients) != sc.State {
+		return false // what it signed is not what was certified: fetch the certified state
+	}
+	table, err := restoreClientTable(r.cfg.ReplyWindow, cs.Clients)
+	if err != nil {
+		return false
+	}
+	if r.transfer != nil && r.transfer.target.Seq <= sc.Seq {
+		r.transfer = nil
+	}
+	r.pendingInstall = &installWait{sc: sc, state: state, app: cs.App, table: table}
+	if r.executed == r.emitted {
+		r.finishInstall()
+	}
+	return true
 }
 
 // newStateTransfer sets up a transfer towards sc unless one at least as far is under
