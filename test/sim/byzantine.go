@@ -63,6 +63,7 @@ type byzantine struct {
 	rewriteView uint64
 	digests     []crypto.Digest // watermark-edge: digests it saw
 	mut         *mutator        // mutate
+	rt          *redTeam        // rt-... (redteam.go)
 }
 
 // slot is a (view, seq) pair.
@@ -85,6 +86,9 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 	}
 	if strategy == "mutate" {
 		b.mut = newMutator(b)
+	}
+	if isRedTeam(strategy) {
+		b.rt = newRedTeam(b)
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -140,6 +144,9 @@ func (b *byzantine) receive(from int, frame []byte) {
 			b.collude(m)
 		}
 	}
+	if b.rt != nil && b.rt.observe(from, m) {
+		return
+	}
 	b.core.Step(m)
 	b.flush()
 }
@@ -176,6 +183,9 @@ func (b *byzantine) tick() {
 			b.sprayEdges()
 		}
 	}
+	if b.rt != nil {
+		b.rt.tick()
+	}
 	b.core.Tick()
 	b.flush()
 }
@@ -205,6 +215,9 @@ func (b *byzantine) flush() {
 
 func (b *byzantine) emit(out pbft.Outbound) {
 	env := out.Env
+	if b.rt != nil && b.rt.emit(out) {
+		return
+	}
 	switch b.strategy {
 	case "bad-signature":
 		if len(env.Msg.Sig) > 0 {
