@@ -124,7 +124,7 @@ func checkSimFlags(o *sim.Options, seeds int) error {
 	case o.FaultyPrimary && o.Byzantine == 0:
 		return fmt.Errorf("--faulty-primary: needs --byzantine of at least 1")
 	}
-	if o.Strategy != "all" && !contains(sim.Strategies, o.Strategy) {
+	if o.Strategy != "all" && !sim.KnownStrategy(o.Strategy) {
 		return fmt.Errorf("--strategy: unknown %q; want all or one of %s", o.Strategy, strings.Join(sim.Strategies, ", "))
 	}
 	if _, err := crypto.SchemeByName(o.Scheme); err != nil {

@@ -65,6 +65,7 @@ type byzantine struct {
 	rewriteView uint64
 	digests     []crypto.Digest // watermark-edge: digests it saw
 	mut         *mutator        // mutate
+	rt          *redTeam        // rt-... (redteam.go)
 }
 
 // slot is a (view, seq) pair.
@@ -87,6 +88,9 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 	}
 	if strategy == "mutate" {
 		b.mut = newMutator(b)
+	}
+	if isRedTeam(strategy) {
+		b.rt = newRedTeam(b)
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -143,6 +147,9 @@ func (b *byzantine) receive(from int, frame []byte) {
 			b.collude(m)
 		}
 	}
+	if b.rt != nil && b.rt.observe(from, m) {
+		return
+	}
 	b.core.Step(m)
 	b.flush()
 }
@@ -179,6 +186,9 @@ func (b *byzantine) tick() {
 			b.sprayEdges()
 		}
 	}
+	if b.rt != nil {
+		b.rt.tick()
+	}
 	b.core.Tick()
 	b.flush()
 }
@@ -204,6 +214,9 @@ func (noDisk) Load() ([]pbft.Record, error) { return nil, nil }
 
 func (b *byzantine) emit(out pbft.Outbound) {
 	env := out.Env
+	if b.rt != nil && b.rt.emit(out) {
+		return
+	}
 	switch b.strategy {
 	case "bad-signature":
 		if len(env.Msg.Sig) > 0 {

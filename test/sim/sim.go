@@ -346,7 +346,7 @@ func newWorld(opts Options, res *Result) (*world, error) {
 	if opts.Byzantine < 0 || opts.Byzantine >= opts.Replicas {
 		return nil, fmt.Errorf("byzantine: %d of %d replicas", opts.Byzantine, opts.Replicas)
 	}
-	if opts.Strategy != "all" && !slices.Contains(Strategies, opts.Strategy) {
+	if opts.Strategy != "all" && !KnownStrategy(opts.Strategy) {
 		return nil, fmt.Errorf("strategy: unknown %q (want all or one of %s)", opts.Strategy, strings.Join(Strategies, ", "))
 	}
 	if opts.Clients <= 0 || opts.Requests < 0 {
