@@ -639,3 +639,41 @@ func TestReplicaInstallsACheckpointItSignedFromItsOwnRecordsAfterACrash(t *testi
 		}
 	}
 }
+
+// A state is checked only once its last chunk is in, so a faulty peer could claim the
+// most chunks allowed and drip them forever, each one looking like progress. A peer
+// gets a budget of ticks for the whole state, progress or not (doubling each round over
+// the peers); past it the replica asks the next peer. Found by the red team's
+// rt-slowloris strategy (liveness lost in 64-131 of 200 seeds per configuration).
+func TestStateTransferMovesOnFromAPeerThatDripsChunksPastItsBudget(t *testing.T) {
+	c := newCluster(t, 4)
+	c.isolate(3)
+	c.submitAndRun(c.requests(16, 4, "s")...)
+	sc := c.reps[0].stable
+	if sc == nil || sc.Seq != 16 {
+		t.Fatalf("replica 0 stable checkpoint %+v", sc)
+	}
+	c.reconnect(3)
+	// Replica 2 turns faulty: its own core says nothing to replica 3, and the adversary
+	// with its key answers unasked with the valid proof, one new chunk a tick of the most a state may have (1 GiB in 1 MiB chunks).
+	c.dropIf = func(m tMsg) bool { return m.from == 2 && m.to == 3 }
+	chunk := uint32(0)
+	drip := func() {
+		c.injectNow(2, 3, &Envelope{Msg: c.signAs(2, MsgStateResponse, StateResponse{Seq: 16, Proof: sc.Proof,
+			Chunk: chunk, Chunks: 1024, State: bytes.Repeat([]byte{byte(chunk)}, 16)})})
+		chunk++
+	}
+	drip()
+	if tr := c.reps[3].transfer; tr == nil || tr.peer != 2 {
+		t.Fatalf("setup: replica 3 did not start assembling from the dripping peer: %+v", tr)
+	}
+	budget := stateBudgetPeriods * c.cfgs[3].RetransmitTicks
+	for k := 0; k < 3*budget && len(c.apps[3].installs) == 0; k++ {
+		drip()
+		c.tickAll(1)
+	}
+	if !slices.Equal(c.apps[3].installs, []uint64{16}) || c.stateDigest(3) != sc.State {
+		t.Fatalf("replica 3, fed a chunk a tick by a faulty peer for %d ticks (budget %d), installed %v:%s",
+			3*budget, budget, c.apps[3].installs, c.debug())
+	}
+}

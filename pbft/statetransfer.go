@@ -25,6 +25,14 @@ type stateTransfer struct {
 	peers []ReplicaID
 	next  int    // index into peers of the one to ask next
 	asked uint64 // tick of the last request or chunk received
+	// started is the tick the current peer was first asked, and budget the ticks it
+	// gets to deliver the whole state, progress or not: chunks cannot be checked before
+	// the last one is in, so a faulty peer that claims many chunks and drips them would
+	// otherwise hold the transfer forever. The budget doubles after each round over the
+	// peers, so a correct peer's true state, however large, fits in one eventually, and
+	// f faulty peers cost at most a constant factor of the time it needs.
+	started, budget uint64
+	asks            int // peers asked so far in this transfer
 
 	peer      ReplicaID // the peer chunks are assembled from
 	seq       uint64    // the checkpoint being assembled (0: none yet)
@@ -35,9 +43,15 @@ type stateTransfer struct {
 
 // stateWindow is how many chunks a replica fetches at once; maxStateChunks bounds how
 // many chunks a state may claim to have.
+//
+// stateBudgetPeriods is the first budget a peer gets for a whole state, in retransmit
+// periods (a peer serves 2*stateWindow chunks a period to each replica); the budget
+// doubles each round over the peers up to maxStateBudget ticks.
 const (
-	stateWindow    = 4
-	maxStateChunks = 1 << 16
+	stateWindow        = 4
+	maxStateChunks     = 1 << 16
+	stateBudgetPeriods = 8
+	maxStateBudget     = 1 << 24
 )
 
 // installWait is a verified checkpoint state waiting for batches still executing.
@@ -83,11 +97,22 @@ func (r *Replica) installSaved(sc *StableCheckpoint) bool {
 	return true
 }
 
-// newStateTransfer sets up a transfer towards sc unless one at least as far is under
-// way; it reports whether it did.
+// newStateTransfer sets up a transfer towards sc unless one is under way; it reports
+// whether it did. A transfer under way takes a higher target in its stride: the same
+// peer is asked for the newer state, in the same turn and on the same budget clock, and
+// the order of peers never changes, only grows. A faulty replica that shows newer
+// proofs therefore buys itself no fresh turn and no fresh budget, and cannot move
+// itself up the order.
 func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
-	if r.transfer != nil && r.transfer.target.Seq >= sc.Seq {
-		r.transfer.addPeers(sc, r.id)
+	if t := r.transfer; t != nil {
+		t.addPeers(sc, r.id)
+		if t.target.Seq >= sc.Seq {
+			return false
+		}
+		t.target = sc
+		t.seq, t.chunks, t.got, t.requested = 0, nil, 0, 0
+		t.asked = r.ticks
+		r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.stateWanted()})})
 		return false
 	}
 	if r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq {
@@ -95,13 +120,6 @@ func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	}
 	t := &stateTransfer{target: sc}
 	t.addPeers(sc, r.id)
-	if r.transfer != nil {
-		for _, id := range r.transfer.peers {
-			if !slices.Contains(t.peers, id) {
-				t.peers = append(t.peers, id)
-			}
-		}
-	}
 	for j := 0; j < r.cfg.N; j++ {
 		if id := ReplicaID(j); id != r.id && !slices.Contains(t.peers, id) {
 			t.peers = append(t.peers, id)
@@ -117,29 +135,32 @@ func (r *Replica) newStateTransfer(sc *StableCheckpoint) bool {
 	return true
 }
 
-// addPeers puts the signers of sc's proof (but self) first among the peers asked,
-// keeping the order of the others.
+// addPeers appends the signers of sc's proof (but self) that are not yet among the
+// peers asked, in id order: the proof's own order is the sender's choice.
 func (t *stateTransfer) addPeers(sc *StableCheckpoint, self ReplicaID) {
-	var first []ReplicaID
+	var signers []ReplicaID
 	for _, s := range sc.Proof {
-		if id := ReplicaID(s.From); id != self && !slices.Contains(first, id) {
-			first = append(first, id)
+		if id := ReplicaID(s.From); id != self && !slices.Contains(t.peers, id) && !slices.Contains(signers, id) {
+			signers = append(signers, id)
 		}
 	}
-	for _, id := range t.peers {
-		if !slices.Contains(first, id) {
-			first = append(first, id)
-		}
-	}
-	t.peers = first
+	slices.Sort(signers)
+	t.peers = append(t.peers, signers...)
 }
 
-// askState starts the assembly over with the next peer.
+// askState starts the assembly over with the next peer, on a budget that doubles after
+// each round over the peers.
 func (r *Replica) askState() {
 	t := r.transfer
+	if t.budget == 0 {
+		t.budget = stateBudgetPeriods * uint64(r.cfg.RetransmitTicks)
+	} else if t.asks > 0 && t.asks%len(t.peers) == 0 {
+		t.budget = min(2*t.budget, maxStateBudget)
+	}
+	t.asks++
 	t.peer = t.peers[t.next%len(t.peers)]
 	t.next++
-	t.asked = r.ticks
+	t.asked, t.started = r.ticks, r.ticks
 	t.seq, t.chunks, t.got, t.requested = 0, nil, 0, 0
 	r.sendTo(t.peer, &Envelope{Msg: r.sign(MsgStateRequest, StateRequest{Seq: r.stateWanted()})})
 }
@@ -165,7 +186,8 @@ func (r *Replica) askChunks() {
 
 // tickStateTransfer re-asks a quiet peer for the chunks still missing (requests and
 // answers get lost; a peer serves a budget of chunks per period), and gives up on it for
-// the next signer of the proof after three quiet periods.
+// the next peer after three quiet periods, or once its budget for the whole state is
+// spent, however steadily chunks came.
 func (r *Replica) tickStateTransfer() {
 	t := r.transfer
 	if t == nil {
@@ -173,7 +195,7 @@ func (r *Replica) tickStateTransfer() {
 	}
 	idle, period := r.ticks-t.asked, uint64(r.cfg.RetransmitTicks)
 	switch {
-	case idle >= 3*period:
+	case idle >= 3*period || r.ticks-t.started >= t.budget:
 		r.askState()
 	case idle > 0 && idle%period == 0:
 		if t.seq == 0 {
@@ -366,7 +388,8 @@ func (r *Replica) assemble(m *StateResponseMsg, sc *StableCheckpoint) ([]byte, b
 		if !r.newStateTransfer(sc) {
 			return nil, false
 		}
-		r.transfer.peer, r.transfer.asked = from, r.ticks
+		r.transfer.peer, r.transfer.asked, r.transfer.started = from, r.ticks, r.ticks
+		r.transfer.budget, r.transfer.asks = stateBudgetPeriods*uint64(r.cfg.RetransmitTicks), 1
 	}
 	t := r.transfer
 	switch {

@@ -159,6 +159,24 @@ func TestBrokenInvariantIsReportedAsAViolationWithItsReplay(t *testing.T) {
 	}
 }
 
+// The strategies an outside red team wrote against the issue-8 rules (see redteam.go):
+// state transfer held by a drip of chunks, stale certificates in view changes, old-view
+// relays, equivocation at the NEW-VIEW's max-s edge. Kept out of "all" so that the
+// other sweeps keep their seeds.
+func TestSafetyAndLivenessAgainstTheRedTeamsStrategies(t *testing.T) {
+	for _, strategy := range RedTeamStrategies {
+		for _, cfg := range []struct{ n, b int }{{4, 1}, {7, 2}} {
+			t.Run(fmt.Sprintf("%s/n=%d", strategy, cfg.n), func(t *testing.T) {
+				t.Parallel()
+				o := DefaultOptions()
+				o.Strategy, o.Replicas, o.Byzantine, o.FaultyPrimary = strategy, cfg.n, cfg.b, cfg.n == 7
+				o.FastCrypto = true
+				sweep(t, o, seeds(*sweepSeeds*2/5))
+			})
+		}
+	}
+}
+
 // Real Ed25519 signatures everywhere (the default of `pbft sim`) on a smaller sweep.
 func TestSafetyAndLivenessWithRealSignatures(t *testing.T) {
 	o := DefaultOptions()
