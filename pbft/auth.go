@@ -193,49 +193,6 @@ func (v *Verifier) openBatch(batch []Signed, want crypto.Digest) ([]*RequestMsg,
 	return out, nil
 }
 
-// OpenReply decodes a REPLY for a client. Replies carry no signature: the client's
-// authenticated channel names the sender, which the caller passes as from.
-func OpenReply(s *Signed, from ReplicaID, lim Limits) (*ReplyMsg, error) {
-	if s.Type != MsgReply {
-		return nil, malformed("expected reply, got %s", s.Type)
-	}
-	if s.From != uint32(from) {
-		return nil, malformed("reply names replica %d but came from %d", s.From, from)
-	}
-	var r Reply
-	if err := unmarshalCanonical(s.Body, &r); err != nil {
-		return nil, err
-	}
-	if len(r.Result) > lim.MaxResultBytes {
-		return nil, malformed("reply result of %d bytes exceeds limit %d", len(r.Result), lim.MaxResultBytes)
-	}
-	return &ReplyMsg{From: from, Reply: r}, nil
-}
-
-// OpenSuperseded decodes a SUPERSEDED notice for a client, by the rules of OpenReply:
-// canonical CBOR within the limits, the sender named by the client's authenticated
-// channel (from), and a notice that could be true (Timestamp <= Low <= High). Whether
-// to believe it is the client's call: f+1 distinct replicas must send one.
-func OpenSuperseded(s *Signed, from ReplicaID, lim Limits) (*SupersededMsg, error) {
-	if s.Type != MsgSuperseded {
-		return nil, malformed("expected superseded, got %s", s.Type)
-	}
-	if s.From != uint32(from) {
-		return nil, malformed("superseded notice names replica %d but came from %d", s.From, from)
-	}
-	if len(s.Body) > lim.MaxMessageBytes {
-		return nil, malformed("superseded body of %d bytes exceeds limit %d", len(s.Body), lim.MaxMessageBytes)
-	}
-	var n Superseded
-	if err := unmarshalCanonical(s.Body, &n); err != nil {
-		return nil, err
-	}
-	if n.Timestamp > n.Low || n.Low > n.High {
-		return nil, malformed("superseded notice with timestamp %d, low %d, high %d: want timestamp <= low <= high", n.Timestamp, n.Low, n.High)
-	}
-	return &SupersededMsg{From: from, Superseded: n}, nil
-}
-
 // open verifies one signed message (and the signed messages nested in it).
 func (v *Verifier) open(s *Signed) (Message, error) {
 	if len(s.Body) > v.Limits.MaxMessageBytes {

@@ -77,6 +77,7 @@ type Client struct {
 	log     *zap.Logger
 	replica map[peer.ID]pbft.ReplicaID
 	lim     pbft.Limits
+	quorum  pbft.Quorum
 	clock   clock
 
 	mu      sync.Mutex
@@ -97,7 +98,7 @@ type Client struct {
 type call struct {
 	ts      uint64
 	index   uint64
-	votes   map[pbft.ReplicaID]*pbft.Reply
+	votes   *pbft.ReplyVotes
 	notices map[pbft.ReplicaID]*pbft.Superseded
 	frame   []byte // the signed request, set before it is first sent
 	done    chan Result
@@ -177,6 +178,7 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger.With(zap.Uint32("client", cfg.ID)),
 		replica: make(map[peer.ID]pbft.ReplicaID),
 		lim:     cfg.Cluster.Limits(),
+		quorum:  pbft.Quorum{N: len(cfg.Cluster.Replicas), F: cfg.Cluster.F},
 		clock:   newClock(),
 		pending: make(map[uint64]*call),
 	}
@@ -319,7 +321,7 @@ func (c *Client) invoke(ctx context.Context, op []byte) (res Result, ts, high ui
 	frame := pbft.EncodeEnvelope(&pbft.Envelope{Msg: pbft.Sign(c.signer, pbft.MsgRequest, uint32(c.id), body)})
 	c.mu.Lock()
 	p.frame = frame
-	primary := c.cl.Replicas[int(c.view%uint64(len(c.cl.Replicas)))].PeerID
+	primary := c.cl.Replicas[c.quorum.Primary(c.view)].PeerID
 	c.mu.Unlock()
 	c.host.Send(primary, network.ClientProtocol, frame)
 	timeout := c.cfg.Timeout
@@ -376,7 +378,7 @@ func (c *Client) start(ctx context.Context) (*call, error) {
 	// within the process, so lastTS+1 adds only nanoseconds, except after movePast.
 	ts := max(c.lastTS+1, c.clock.now())
 	c.lastTS = ts
-	p := &call{ts: ts, index: c.issued, votes: make(map[pbft.ReplicaID]*pbft.Reply),
+	p := &call{ts: ts, index: c.issued, votes: pbft.NewReplyVotes(c.quorum),
 		notices: make(map[pbft.ReplicaID]*pbft.Superseded), done: make(chan Result, 1), superseded: make(chan uint64, 1)}
 	c.issued++
 	c.order = append(c.order, p.index)
@@ -421,29 +423,17 @@ func (c *Client) onFrame(from peer.ID, frame []byte) {
 	if p == nil {
 		return // answered already, or not ours
 	}
-	if _, dup := p.votes[rid]; dup {
-		return // one vote per replica: its first answer
-	}
-	p.votes[rid] = &rm.Reply
-	var voters []uint32
-	var views []uint64
-	for id, v := range p.votes {
-		if string(v.Result) == string(rm.Reply.Result) {
-			voters = append(voters, uint32(id))
-			views = append(views, v.View)
-		}
-	}
-	if len(voters) < c.cl.F+1 {
+	acc := p.votes.Add(rid, &rm.Reply)
+	if acc == nil {
 		return
 	}
-	// The (f+1)-th highest view among the voters: at least one correct replica is in
-	// it or later.
-	slices.Sort(views)
-	view := views[len(views)-(c.cl.F+1)]
-	c.view = max(c.view, view)
-	slices.Sort(voters)
+	c.view = max(c.view, acc.View)
+	voters := make([]uint32, len(acc.Voters))
+	for i, id := range acc.Voters {
+		voters[i] = uint32(id)
+	}
 	delete(c.pending, p.ts)
-	p.done <- Result{Value: rm.Reply.Result, Timestamp: p.ts, View: view, Voters: voters}
+	p.done <- Result{Value: acc.Result, Timestamp: p.ts, View: acc.View, Voters: voters}
 }
 
 // onSuperseded counts a replica's report that a pending request was superseded; once
@@ -466,7 +456,7 @@ func (c *Client) onSuperseded(rid pbft.ReplicaID, s *pbft.Signed) {
 		return // one notice per replica: its first
 	}
 	p.notices[rid] = &sm.Superseded
-	if len(p.notices) < c.cl.F+1 {
+	if len(p.notices) < c.quorum.Weak() {
 		frame := p.frame
 		first := len(p.notices) == 1 && frame != nil // nil: a liar guessed a timestamp not yet sent
 		c.mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/pbftkit/pbft/app/kvstore"
-	"github.com/pbftkit/pbft/crypto"
 	"github.com/pbftkit/pbft/pbft"
 )
 
@@ -40,8 +39,7 @@ type outstanding struct {
 	op       []byte
 	frame    []byte
 	sentAt   int64
-	votes    map[pbft.ReplicaID]crypto.Digest
-	result   map[crypto.Digest][]byte
+	votes    *pbft.ReplyVotes
 	notices  map[pbft.ReplicaID]uint64 // the high mark of each replica that sent a notice
 	reissues int
 }
@@ -101,7 +99,7 @@ func (c *client) send(op []byte, reissues int) {
 	c.w.check.onSubmit(pbft.RequestDigest(s.Body))
 	c.out = &outstanding{
 		ts: c.ts, op: op, frame: pbft.EncodeEnvelope(&pbft.Envelope{Msg: s}), sentAt: c.ticks,
-		votes: make(map[pbft.ReplicaID]crypto.Digest), result: make(map[crypto.Digest][]byte),
+		votes:   pbft.NewReplyVotes(c.w.quorum),
 		notices: make(map[pbft.ReplicaID]uint64), reissues: reissues,
 	}
 	c.w.send(c.addr, int(c.w.quorum.Primary(c.view)), c.out.frame)
@@ -128,23 +126,11 @@ func (c *client) receive(from int, frame []byte) {
 	if c.out == nil || rep.Reply.Client != c.id || rep.Reply.Timestamp != c.out.ts {
 		return
 	}
-	d := crypto.Hash(rep.Reply.Result)
-	if _, voted := c.out.votes[rep.From]; voted {
-		return // one vote per replica: the first
-	}
-	c.out.votes[rep.From] = d
-	c.out.result[d] = rep.Reply.Result
-	matching := 0
-	for _, v := range c.out.votes {
-		if v == d {
-			matching++
-		}
-	}
-	if matching >= c.w.quorum.Weak() {
-		if rep.Reply.View > c.view {
-			c.view = rep.Reply.View
-		}
-		c.w.check.onAccept(c.id, c.out.ts, rep.Reply.Result)
+	// The client library's own counter: f+1 matching results, the view taken as the
+	// (f+1)-th highest among their voters.
+	if acc := c.out.votes.Add(rep.From, &rep.Reply); acc != nil {
+		c.view = max(c.view, acc.View)
+		c.w.check.onAccept(c.id, c.out.ts, acc.Result)
 		c.out = nil
 		c.done++
 	}
