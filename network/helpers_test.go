@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/pbftkit/pbft/test/localnet"
 	"sync"
 	"testing"
 	"time"
@@ -84,17 +85,10 @@ func tcpAddr(t testing.TB, h *Host) ma.Multiaddr {
 	return nil
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline. It waits on a condition, never for a fixed time.
+// waitFor waits on cond with a generous deadline (localnet.WaitFor).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	localnet.WaitFor(t, 15*time.Second, what, cond, nil)
 }
 
 // inbox records the frames a handler receives, per sender.

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/pbftkit/pbft/test/localnet"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -43,19 +43,6 @@ type clusterOptions struct {
 	NoSync            bool // records reach the OS, not the disk, before messages leave
 }
 
-func freePorts(n int) ([]string, error) {
-	var addrs []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("no free port on 127.0.0.1: %w", err)
-		}
-		defer l.Close()
-		addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
-	}
-	return addrs, nil
-}
-
 func startLocalCluster(o clusterOptions) (lc *localCluster, err error) {
 	if o.Replicas < 4 {
 		return nil, fmt.Errorf("--replicas: %d is too few; PBFT needs n >= 3f+1 with f >= 1, so at least 4", o.Replicas)
@@ -77,7 +64,7 @@ func startLocalCluster(o clusterOptions) (lc *localCluster, err error) {
 		lc.cleanup = append(lc.cleanup, func() { os.RemoveAll(tmp) })
 		lc.dir = tmp
 	}
-	addrs, err := freePorts(o.Replicas)
+	addrs, err := localnet.FreePorts(o.Replicas, false)
 	if err != nil {
 		return nil, err
 	}
@@ -281,13 +268,17 @@ func (lc *localCluster) run(ctx context.Context, w workload) *workloadResult {
 	defer tick.Stop()
 	var last int64
 	lastT := start
+	var line *progressLine
+	if w.Progress != nil {
+		line = newProgressLine(w.Progress)
+	}
 	for {
 		select {
 		case <-done:
 			res.Elapsed, res.CPU = time.Since(start), cpuTime()-cpu0
 			res.Committed, res.Reads, res.Failed, res.Mismatches = committed.Load(), reads.Load(), failed.Load(), mismatches.Load()
-			if w.Progress != nil {
-				fmt.Fprintln(w.Progress)
+			if line != nil {
+				line.end()
 			}
 			return res
 		case <-half:
@@ -302,7 +293,7 @@ func (lc *localCluster) run(ctx context.Context, w workload) *workloadResult {
 			mu.Lock()
 			p50, p99 := res.Latency.ValueAtQuantile(50), res.Latency.ValueAtQuantile(99)
 			mu.Unlock()
-			fmt.Fprintf(w.Progress, "\r  %4.1fs  committed %7d  %6.0f req/s  p50 %6.2f ms  p99 %7.2f ms  view %d ",
+			line.update(false, "  %4.1fs  committed %7d  %6.0f req/s  p50 %6.2f ms  p99 %7.2f ms  view %d",
 				now.Sub(start).Seconds(), n, float64(n-last)/now.Sub(lastT).Seconds(), float64(p50)/1000, float64(p99)/1000, lc.view())
 			last, lastT = n, now
 		}

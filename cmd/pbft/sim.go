@@ -60,9 +60,6 @@ Strategies: ` + strings.Join(sim.Strategies, ", ") + `, or all (one drawn per fa
 				progress = progressPrinter(stderr, seeds)
 			}
 			s := sim.RunSeeds(o, seedStart, seeds, workers, progress)
-			if !quiet {
-				fmt.Fprintln(stderr)
-			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -146,14 +143,18 @@ func contains(xs []string, x string) bool {
 func progressPrinter(w io.Writer, total int) func(int, *sim.Summary) {
 	start := time.Now()
 	last := time.Time{}
+	line := newProgressLine(w)
 	return func(done int, s *sim.Summary) {
 		if done != total && time.Since(last) < 500*time.Millisecond {
 			return
 		}
 		last = time.Now()
 		rate := float64(done) / time.Since(start).Seconds()
-		fmt.Fprintf(w, "\rseeds %d/%d  violations %d  liveness failures %d  requests %d  %.1f seeds/s ",
+		line.update(done == total, "seeds %d/%d  violations %d  liveness failures %d  requests %d  %.1f seeds/s",
 			done, total, s.Violations, s.LivenessFailures, s.CommittedRequests, rate)
+		if done == total {
+			line.end()
+		}
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/pbftkit/pbft/test/localnet"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,23 +43,9 @@ func newTestClusterWithClients(t *testing.T, clients int) *testCluster {
 
 func newTestClusterOn(t *testing.T, quic bool, clients int) *testCluster {
 	t.Helper()
-	var addrs []string
-	for i := 0; i < 4; i++ {
-		if quic {
-			c, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", c.LocalAddr().(*net.UDPAddr).Port))
-			c.Close()
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
-		l.Close()
+	addrs, err := localnet.FreePorts(4, quic)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p := cluster.DefaultProtocol()
 	p.CheckpointInterval, p.LogWindow = 8, 32
@@ -175,16 +161,10 @@ func (tc *testCluster) puts(from, to int) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor waits on cond for up to d (localnet.WaitFor).
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	localnet.WaitFor(t, d, what, cond, nil)
 }
 
 // A replica process that stops and starts again on its data directory resumes from its

@@ -6,7 +6,7 @@ package integration
 
 import (
 	"fmt"
-	"net"
+	"github.com/pbftkit/pbft/test/localnet"
 	"path/filepath"
 	"testing"
 	"time"
@@ -177,41 +177,15 @@ func sameExecuted(reps []*replica.Replica, min uint64) (bool, []uint64) {
 	return len(ex) > 0, ex
 }
 
-// waitFor polls cond until it holds, failing the test if it does not within d. what
-// describes the condition; detail, if not nil, says what was seen last.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool, detail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if detail != nil {
-				msg = ": " + detail()
-			}
-			t.Fatalf("timed out after %v waiting until %s%s", d, what, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is localnet.WaitFor.
+var waitFor = localnet.WaitFor
 
-// freePorts returns n loopback TCP multiaddrs whose ports were free a moment ago
-// (as `pbft demo` does).
+// freePorts returns n free loopback TCP multiaddrs (localnet.FreePorts).
 func freePorts(t testing.TB, n int) []string {
 	t.Helper()
-	var addrs []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("no free port on 127.0.0.1: %v", err)
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
+	addrs, err := localnet.FreePorts(n, false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }
