@@ -1,9 +1,6 @@
 package pbft
 
 import (
-	"bytes"
-	"slices"
-
 	"github.com/pbftkit/pbft/crypto"
 )
 
@@ -13,13 +10,6 @@ type preparedInfo struct {
 	view   uint64
 	digest crypto.Digest
 	cert   PreparedCert
-}
-
-// storedBatch is a batch body kept by digest, so a re-proposed digest (in a NEW-VIEW)
-// can run without fetching it, and peers that lack it can fetch it.
-type storedBatch struct {
-	seq  uint64 // highest seq it was proposed at, for garbage collection
-	reqs []*RequestMsg
 }
 
 // vcSummary is what a valid VIEW-CHANGE says, once checked.
@@ -53,126 +43,8 @@ type newViewPlan struct {
 // nullDigest is the digest of the empty batch: the null request that fills a gap.
 var nullDigest = BatchDigest(nil)
 
-// --- timers ---
-
-func (r *Replica) startTimer() {
-	if r.vcDeadline == 0 {
-		r.vcDeadline = r.ticks + r.vcTimeout
-	}
-}
-
-func (r *Replica) stopTimer() { r.vcDeadline = 0 }
-
-// tickViewChange fires the view-change timer: a backup whose request did not execute in
-// time, or whose NEW-VIEW did not come, moves to the next view; waiting for a NEW-VIEW
-// that never comes doubles the timeout (PBFT §4.4).
-func (r *Replica) tickViewChange() {
-	if r.vcDeadline == 0 || r.ticks < r.vcDeadline {
-		return
-	}
-	if r.active {
-		r.forgetDecided()
-		if len(r.waiting) == 0 {
-			r.stopTimer() // nothing this replica waits for is undecided any more
-			return
-		}
-	}
-	// Each view change the timer forces without progress in between waits twice as
-	// long for the next (PBFT §4.5.2): only an execution resets it (progressed). A
-	// new view whose NEW-VIEW arrives but whose requests still cannot execute in time
-	// counts too, or a slow but synchronous network would change views forever.
-	r.vcTimeout = min(2*r.vcTimeout, maxViewChangeTimeout*uint64(r.cfg.ViewChangeTicks))
-	r.startViewChange(r.view + 1)
-}
-
 // maxViewChangeTimeout caps the doubling, in multiples of the initial timeout.
 const maxViewChangeTimeout = 64
-
-// progressed is called when a batch executed. Only if a request this replica waited
-// for executed (PBFT §4.4: the timer stops when it no longer waits for the request,
-// and restarts if it waits for another) does the timeout return to its initial value
-// and the timer restart for the requests still waiting: a faulty primary that orders
-// null or already executed batches moves the sequence numbers, not the requests, and
-// must not keep its office by it.
-func (r *Replica) progressed() {
-	if !r.watchedDone {
-		return
-	}
-	r.watchedDone = false
-	r.vcTimeout = uint64(r.cfg.ViewChangeTicks)
-	if !r.active {
-		return
-	}
-	r.stopTimer()
-	if len(r.waiting) > 0 {
-		r.startTimer()
-	}
-}
-
-// watch records a valid request this replica has not seen executed: its timer runs
-// until the request executes.
-func (r *Replica) watch(m *RequestMsg) {
-	if r.waiting[m.Digest] == nil {
-		if r.waitingPer[m.Request.Client] >= r.cfg.ReplyWindow {
-			return
-		}
-		r.waiting[m.Digest] = m
-		r.waitingPer[m.Request.Client]++
-	}
-	if r.active {
-		// The primary watches too: a primary whose proposals cannot commit (its backups
-		// split by an equivocating one, a correct one lost in another view) is stalled
-		// as surely as a faulty one, and any replica may ask for a view change.
-		r.startTimer()
-	}
-}
-
-func (r *Replica) unwatch(m *RequestMsg) {
-	if r.waiting[m.Digest] == nil {
-		return
-	}
-	r.watchedDone = true
-	delete(r.waiting, m.Digest)
-	if r.waitingPer[m.Request.Client]--; r.waitingPer[m.Request.Client] <= 0 {
-		delete(r.waitingPer, m.Request.Client)
-	}
-}
-
-// forgetDecided stops watching requests whose (client, timestamp) is decided: executed,
-// executing, or superseded. Another request with the same timestamp (a client that sent
-// different operations to different replicas) can never run, and must not keep the
-// timer going.
-func (r *Replica) forgetDecided() {
-	for _, m := range r.waiting {
-		if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew {
-			r.unwatch(m)
-		}
-	}
-}
-
-// waitingInOrder lists the watched requests by client and timestamp: the order a new
-// primary proposes them in, the same on every run.
-func (r *Replica) waitingInOrder() []*RequestMsg {
-	out := make([]*RequestMsg, 0, len(r.waiting))
-	for _, m := range r.waiting {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b *RequestMsg) int {
-		if a.Request.Client != b.Request.Client {
-			return int(a.Request.Client) - int(b.Request.Client)
-		}
-		switch {
-		case a.Request.Timestamp < b.Request.Timestamp:
-			return -1
-		case a.Request.Timestamp > b.Request.Timestamp:
-			return 1
-		}
-		// One client, one timestamp, two operations (a faulty client): by digest, so
-		// the order never depends on map iteration.
-		return bytes.Compare(a.Digest[:], b.Digest[:])
-	})
-	return out
-}
 
 // --- view change ---
 
@@ -208,27 +80,6 @@ func (r *Replica) startViewChange(v uint64) {
 	r.broadcast(s)
 	r.startNewViewTimer()
 	r.tryNewView()
-}
-
-// startNewViewTimer starts the wait for the NEW-VIEW only once 2f+1 replicas asked for
-// this view (PBFT TOCS §4.5.2): a replica alone in a view change does not escalate to
-// ever higher views, so it can still accept the NEW-VIEW the others will reach. A
-// replica whose latest VIEW-CHANGE is for a later view counts too: it gave up on this
-// one, and waits for no NEW-VIEW of it (the primary of this view may be the one that
-// moved on). This only decides when to give up waiting, never what a view contains.
-func (r *Replica) startNewViewTimer() {
-	if r.active || r.vcDeadline != 0 {
-		return
-	}
-	count := 0
-	for j := 0; j < r.cfg.N; j++ {
-		if vcs := r.vcFor[r.view]; (vcs != nil && vcs[j] != nil) || (r.viewChanges[j] != nil && r.viewChanges[j].sum.newView > r.view) {
-			count++
-		}
-	}
-	if count >= r.q.Strong() {
-		r.startTimer()
-	}
 }
 
 // checkViewChange applies the rules a VIEW-CHANGE must satisfy (PBFT §4.4): a valid
@@ -609,16 +460,6 @@ func (r *Replica) acceptNewViewPrePrepare(pp *PrePrepareMsg) {
 	r.check(e)
 }
 
-// persistBatch records a re-proposed entry's pre-prepare with the batch it was given
-// from memory or a peer: the records it came from (a pre-prepare of an older view) go
-// at the next compaction, and a restarted cluster must not be left with a committed
-// digest whose requests nobody holds.
-func (r *Replica) persistBatch(e *entry) {
-	if e.hasBatch && e.digest != nullDigest {
-		r.persistMsg(e.envelope(), e.view, e.seq)
-	}
-}
-
 // applyDeferred enters the NEW-VIEW pre-prepares the window now covers.
 func (r *Replica) applyDeferred() {
 	if !r.active {
@@ -659,63 +500,6 @@ func (r *Replica) retransmitViewChange() {
 	if vcs := r.vcFor[r.view]; vcs != nil && vcs[r.id] != nil {
 		r.broadcast(vcs[r.id].signed)
 	}
-}
-
-// --- batches ---
-
-// rememberBatch keeps a batch body by digest for re-proposal and for peers that lack it.
-func (r *Replica) rememberBatch(n uint64, d crypto.Digest, reqs []*RequestMsg) {
-	if b := r.batches[d]; b != nil {
-		b.seq = max(b.seq, n)
-		return
-	}
-	r.batches[d] = &storedBatch{seq: n, reqs: reqs}
-}
-
-// attachBatch gives an entry its batch if this replica holds it, and asks for it if not.
-func (r *Replica) attachBatch(e *entry) {
-	switch {
-	case e.pp.HasBatch:
-		e.batch, e.hasBatch = e.pp.Batch, true
-	case e.digest == nullDigest:
-		e.batch, e.hasBatch = nil, true
-	case r.batches[e.digest] != nil:
-		e.batch, e.hasBatch = r.batches[e.digest].reqs, true
-	}
-	if e.hasBatch {
-		r.rememberBatch(e.seq, e.digest, e.batch)
-		return
-	}
-	r.broadcast(r.sign(MsgFetchBatch, FetchBatch{Seq: e.seq, Digest: e.digest}))
-}
-
-func (r *Replica) onFetchBatch(m *FetchBatchMsg) {
-	from := ReplicaID(m.Signed.From)
-	b := r.batches[m.FetchBatch.Digest]
-	if b == nil || from == r.id {
-		return
-	}
-	if r.lastBatchServed[from] == r.ticks+1 {
-		return // one batch per peer per tick: a fetch is cheap, an answer is not
-	}
-	r.lastBatchServed[from] = r.ticks + 1
-	env := &Envelope{Msg: r.sign(MsgBatchReply, BatchReply(m.FetchBatch)), Batch: make([]Signed, len(b.reqs))}
-	for i, q := range b.reqs {
-		env.Batch[i] = q.Signed
-	}
-	r.sendTo(from, env)
-}
-
-func (r *Replica) onBatchReply(m *BatchReplyMsg) {
-	d := m.BatchReply.Digest
-	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
-		if e := r.log[n]; e != nil && e.pp != nil && !e.hasBatch && e.digest == d {
-			e.batch, e.hasBatch = m.Batch, true
-			r.rememberBatch(n, d, m.Batch)
-			r.persistBatch(e)
-		}
-	}
-	r.tryExecute()
 }
 
 // gcViewChange discards batches and prepared certificates at or below a stable checkpoint.

@@ -7,61 +7,6 @@ import (
 	"github.com/pbftkit/pbft/crypto"
 )
 
-// Signer signs the messages of one node (a replica or a client).
-type Signer interface {
-	Sign(t MsgType, from uint32, body []byte) []byte
-}
-
-// KeyRing checks signatures against the cluster's public keys.
-type KeyRing interface {
-	// VerifyReplica reports whether sig is replica id's signature over (t, body).
-	VerifyReplica(id ReplicaID, t MsgType, body, sig []byte) bool
-	// VerifyClient reports whether sig is client id's signature over (t, body); false for
-	// unknown clients.
-	VerifyClient(id ClientID, t MsgType, body, sig []byte) bool
-}
-
-// KeySigner signs with a crypto.PrivateKey, domain-separated by cluster, type and sender.
-type KeySigner struct {
-	Cluster string
-	Key     *crypto.PrivateKey
-}
-
-// Sign implements Signer.
-func (s *KeySigner) Sign(t MsgType, from uint32, body []byte) []byte {
-	return s.Key.Sign(crypto.Domain{Cluster: s.Cluster, Type: uint8(t), Signer: from}, body)
-}
-
-// PublicKeyRing verifies with the cluster's configured public keys.
-type PublicKeyRing struct {
-	Cluster  string
-	Replicas []*crypto.PublicKey
-	Clients  map[ClientID]*crypto.PublicKey
-}
-
-// VerifyReplica implements KeyRing.
-func (k *PublicKeyRing) VerifyReplica(id ReplicaID, t MsgType, body, sig []byte) bool {
-	if uint64(id) >= uint64(len(k.Replicas)) {
-		return false
-	}
-	return k.Replicas[id].Verify(crypto.Domain{Cluster: k.Cluster, Type: uint8(t), Signer: uint32(id)}, body, sig)
-}
-
-// VerifyClient implements KeyRing.
-func (k *PublicKeyRing) VerifyClient(id ClientID, t MsgType, body, sig []byte) bool {
-	pk, ok := k.Clients[id]
-	if !ok {
-		return false
-	}
-	return pk.Verify(crypto.Domain{Cluster: k.Cluster, Type: uint8(t), Signer: uint32(id)}, body, sig)
-}
-
-// Sign builds a Signed message from body, signed by from.
-func Sign(s Signer, t MsgType, from uint32, body any) Signed {
-	b := Marshal(body)
-	return Signed{Type: t, From: from, Body: b, Sig: s.Sign(t, from, b)}
-}
-
 // VerifiedCache remembers signed messages whose signature already verified, keyed by
 // the digest of their body and signature, so a request seen alone and again inside a
 // pre-prepare (or a retransmitted vote) is verified once. Implementations used by
@@ -193,103 +138,61 @@ func (v *Verifier) openBatch(batch []Signed, want crypto.Digest) ([]*RequestMsg,
 	return out, nil
 }
 
-// open verifies one signed message (and the signed messages nested in it).
+// open verifies one signed message (and the signed messages nested in it): every type
+// takes the one path of its opener.
 func (v *Verifier) open(s *Signed) (Message, error) {
 	if len(s.Body) > v.Limits.MaxMessageBytes {
 		return nil, malformed("%s body too large", s.Type)
 	}
-	switch s.Type {
-	case MsgRequest:
-		var r Request
-		err := v.decodeBody(s, &r, func() error {
-			if uint32(r.Client) != s.From {
-				return malformed("request of client %d signed as %d", r.Client, s.From)
-			}
-			if len(r.Op) > v.Limits.MaxOpBytes {
-				return malformed("request op of %d bytes exceeds limit %d", len(r.Op), v.Limits.MaxOpBytes)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		return &RequestMsg{Signed: *s, Request: r, Digest: RequestDigest(s.Body)}, nil
-	case MsgPrePrepare:
-		var b PrePrepare
+	if int(s.Type) >= len(openers) || openers[s.Type] == nil {
+		return nil, malformed("unexpected message type %s", s.Type)
+	}
+	return openers[s.Type](v, s)
+}
+
+// opener opens one message type.
+type opener func(v *Verifier, s *Signed) (Message, error)
+
+// openers, by type; set in init, since the NEW-VIEW's opener opens nested messages.
+var openers []opener
+
+// openAs is the one path of every replica-signed type: decode its body B (canonical,
+// within the limits), check the signature, then let build make the typed message and
+// check what is nested in it.
+func openAs[B any](build func(v *Verifier, s *Signed, b *B) (Message, error)) opener {
+	return func(v *Verifier, s *Signed) (Message, error) {
+		var b B
 		if err := v.decodeSigned(s, &b); err != nil {
 			return nil, err
 		}
-		return &PrePrepareMsg{Signed: *s, PrePrepare: b}, nil
-	case MsgPrepare:
-		var b Prepare
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		return &PrepareMsg{Signed: *s, Prepare: b}, nil
-	case MsgCommit:
-		var b Commit
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		return &CommitMsg{Signed: *s, Commit: b}, nil
-	case MsgCheckpoint:
-		var b Checkpoint
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		return &CheckpointMsg{Signed: *s, Checkpoint: b}, nil
-	case MsgViewChange:
-		var b ViewChange
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		vc := &ViewChangeMsg{Signed: *s, ViewChange: b}
+		return build(v, s, &b)
+	}
+}
+
+// plain is openAs for a type with nothing nested.
+func plain[B any](wrap func(s Signed, b B) Message) opener {
+	return openAs(func(_ *Verifier, s *Signed, b *B) (Message, error) { return wrap(*s, *b), nil })
+}
+
+func init() {
+	openers = make([]opener, MsgSuperseded+1)
+	openers[MsgRequest] = openRequest
+	openers[MsgPrePrepare] = plain(func(s Signed, b PrePrepare) Message { return &PrePrepareMsg{Signed: s, PrePrepare: b} })
+	openers[MsgPrepare] = plain(func(s Signed, b Prepare) Message { return &PrepareMsg{Signed: s, Prepare: b} })
+	openers[MsgCommit] = plain(func(s Signed, b Commit) Message { return &CommitMsg{Signed: s, Commit: b} })
+	openers[MsgCheckpoint] = plain(func(s Signed, b Checkpoint) Message { return &CheckpointMsg{Signed: s, Checkpoint: b} })
+	openers[MsgStateRequest] = plain(func(s Signed, b StateRequest) Message { return &StateRequestMsg{Signed: s, StateRequest: b} })
+	openers[MsgFetchBatch] = plain(func(s Signed, b FetchBatch) Message { return &FetchBatchMsg{Signed: s, FetchBatch: b} })
+	openers[MsgBatchReply] = plain(func(s Signed, b BatchReply) Message { return &BatchReplyMsg{Signed: s, BatchReply: b} })
+	openers[MsgViewChange] = openAs(func(v *Verifier, s *Signed, b *ViewChange) (Message, error) {
+		vc := &ViewChangeMsg{Signed: *s, ViewChange: *b}
 		if err := v.openViewChange(vc); err != nil {
 			return nil, fmt.Errorf("view-change from %d for v=%d: %w", s.From, b.NewView, err)
 		}
 		return vc, nil
-	case MsgNewView:
-		var b NewView
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		if len(b.ViewChanges) > v.Limits.MaxReplicas || len(b.PrePrepares) > v.Limits.MaxPrepared {
-			return nil, malformed("new-view v=%d too large", b.View)
-		}
-		vcs := make([]*ViewChangeMsg, len(b.ViewChanges))
-		for i := range b.ViewChanges {
-			if b.ViewChanges[i].Type != MsgViewChange {
-				return nil, malformed("new-view v=%d entry %d is a %s", b.View, i, b.ViewChanges[i].Type)
-			}
-			m, err := v.open(&b.ViewChanges[i])
-			if err != nil {
-				return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
-			}
-			vcs[i] = m.(*ViewChangeMsg)
-		}
-		pps := make([]*PrePrepareMsg, len(b.PrePrepares))
-		for i := range b.PrePrepares {
-			if b.PrePrepares[i].Type != MsgPrePrepare {
-				return nil, malformed("new-view v=%d pre-prepare %d is a %s", b.View, i, b.PrePrepares[i].Type)
-			}
-			m, err := v.open(&b.PrePrepares[i])
-			if err != nil {
-				return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
-			}
-			pps[i] = m.(*PrePrepareMsg)
-		}
-		return &NewViewMsg{Signed: *s, NewView: b, ViewChanges: vcs, PrePrepares: pps}, nil
-	case MsgStateRequest:
-		var b StateRequest
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
-		return &StateRequestMsg{Signed: *s, StateRequest: b}, nil
-	case MsgStateResponse:
-		var b StateResponse
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
-		}
+	})
+	openers[MsgNewView] = openAs(openNewView)
+	openers[MsgStateResponse] = openAs(func(v *Verifier, s *Signed, b *StateResponse) (Message, error) {
 		if len(b.State) > v.Limits.MaxStateBytes {
 			return nil, malformed("state response of %d bytes exceeds limit %d", len(b.State), v.Limits.MaxStateBytes)
 		}
@@ -297,22 +200,57 @@ func (v *Verifier) open(s *Signed) (Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("state response n=%d: %w", b.Seq, err)
 		}
-		return &StateResponseMsg{Signed: *s, StateResponse: b, Proof: proof}, nil
-	case MsgFetchBatch:
-		var b FetchBatch
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
+		return &StateResponseMsg{Signed: *s, StateResponse: *b, Proof: proof}, nil
+	})
+}
+
+// openRequest opens a client's request: the cheap checks (the client signs as itself, the
+// op within its limit) come before the client's signature.
+func openRequest(v *Verifier, s *Signed) (Message, error) {
+	var r Request
+	err := v.decodeBody(s, &r, func() error {
+		if uint32(r.Client) != s.From {
+			return malformed("request of client %d signed as %d", r.Client, s.From)
 		}
-		return &FetchBatchMsg{Signed: *s, FetchBatch: b}, nil
-	case MsgBatchReply:
-		var b BatchReply
-		if err := v.decodeSigned(s, &b); err != nil {
-			return nil, err
+		if len(r.Op) > v.Limits.MaxOpBytes {
+			return malformed("request op of %d bytes exceeds limit %d", len(r.Op), v.Limits.MaxOpBytes)
 		}
-		return &BatchReplyMsg{Signed: *s, BatchReply: b}, nil
-	default:
-		return nil, malformed("unexpected message type %s", s.Type)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &RequestMsg{Signed: *s, Request: r, Digest: RequestDigest(s.Body)}, nil
+}
+
+// openNewView opens a NEW-VIEW and every VIEW-CHANGE and PRE-PREPARE it carries.
+func openNewView(v *Verifier, s *Signed, b *NewView) (Message, error) {
+	if len(b.ViewChanges) > v.Limits.MaxReplicas || len(b.PrePrepares) > v.Limits.MaxPrepared {
+		return nil, malformed("new-view v=%d too large", b.View)
+	}
+	vcs := make([]*ViewChangeMsg, len(b.ViewChanges))
+	for i := range b.ViewChanges {
+		if b.ViewChanges[i].Type != MsgViewChange {
+			return nil, malformed("new-view v=%d entry %d is a %s", b.View, i, b.ViewChanges[i].Type)
+		}
+		m, err := v.open(&b.ViewChanges[i])
+		if err != nil {
+			return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
+		}
+		vcs[i] = m.(*ViewChangeMsg)
+	}
+	pps := make([]*PrePrepareMsg, len(b.PrePrepares))
+	for i := range b.PrePrepares {
+		if b.PrePrepares[i].Type != MsgPrePrepare {
+			return nil, malformed("new-view v=%d pre-prepare %d is a %s", b.View, i, b.PrePrepares[i].Type)
+		}
+		m, err := v.open(&b.PrePrepares[i])
+		if err != nil {
+			return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
+		}
+		pps[i] = m.(*PrePrepareMsg)
+	}
+	return &NewViewMsg{Signed: *s, NewView: *b, ViewChanges: vcs, PrePrepares: pps}, nil
 }
 
 // decodeSigned decodes a replica-signed body and checks its signature.
