@@ -189,6 +189,16 @@ type tCluster struct {
 	delivered   int
 	// trace is every output of every replica, in order, encoded: the determinism witness.
 	trace [][]byte
+	// events, when set, gets one readable line per delivery, execution, reply, stable
+	// checkpoint, install and drop (the data-driven interaction tests print them).
+	events func(format string, args ...any)
+}
+
+// event reports a readable line to events, if set.
+func (c *tCluster) event(format string, args ...any) {
+	if c.events != nil {
+		c.events(format, args...)
+	}
 }
 
 // testConfig is the configuration tests use unless they change it: small intervals so
@@ -303,6 +313,9 @@ func (c *tCluster) deliver(m tMsg) {
 		c.t.Fatalf("replica %d: open %s from %d: %v", m.to, env.Msg.Type, env.Msg.From, err)
 	}
 	c.delivered++
+	if c.events != nil {
+		c.event("%s -> r%d %s", nodeName(m.from), m.to, describe(env))
+	}
 	c.reps[m.to].Step(msg)
 	c.process(m.to)
 }
@@ -431,10 +444,14 @@ func (c *tCluster) process(i int) {
 			c.record(i, "drop", []byte(fmt.Sprintf("%d %s %s", d.From, d.Type, d.Reason)))
 		}
 		c.drops[i] = append(c.drops[i], rd.Drops...)
+		for _, d := range rd.Drops {
+			c.event("r%d drops %s from %d: %s", i, d.Type, d.From, d.Reason)
+		}
 		if rd.Stable != nil {
 			// As a runtime does: what restore no longer needs goes.
 			c.records[i] = CompactRecords(c.records[i])
 			c.stables[i] = append(c.stables[i], rd.Stable)
+			c.event("r%d stable n=%d state=%s", i, rd.Stable.Seq, rd.Stable.State.Short())
 			c.record(i, "stable", Marshal(*rd.Stable))
 		}
 		if rd.Install != nil {
@@ -442,10 +459,12 @@ func (c *tCluster) process(i int) {
 				c.t.Fatalf("replica %d: Install at %d while batches up to %d still execute", i, rd.Install.Seq, c.pendingExec[i][len(c.pendingExec[i])-1].Seq)
 			}
 			c.apps[i].restore(*rd.Install)
+			c.event("r%d installs n=%d", i, rd.Install.Seq)
 			c.record(i, "install", Marshal(*rd.Install))
 		}
 		for _, b := range rd.Execute {
 			c.record(i, "execute", []byte(fmt.Sprintf("%d %x %d", b.Seq, b.Digest, len(b.Requests))))
+			c.event("r%d executes n=%d v=%d d=%s (%d requests)", i, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
 			if c.async[i] {
 				c.pendingExec[i] = append(c.pendingExec[i], b)
 				continue
@@ -517,6 +536,7 @@ func (c *tCluster) route(from int, ob Outbound) {
 			c.t.Fatalf("replica %d: reply for client %d sent to client %d", from, rm.Reply.Client, ob.To.Client)
 		}
 		c.replies = append(c.replies, tReply{from: ReplicaID(from), reply: rm.Reply})
+		c.event("r%d replies to client %d t=%d v=%d", from, rm.Reply.Client, rm.Reply.Timestamp, rm.Reply.View)
 	default:
 		c.t.Fatalf("replica %d: unknown destination kind %d", from, ob.To.Kind)
 	}
