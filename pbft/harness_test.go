@@ -789,7 +789,7 @@ func (c *tCluster) completed(req *Envelope) bool {
 
 // debugString describes a replica's log for test failure messages.
 func (r *Replica) debugString() string {
-	s := fmt.Sprintf("h=%d next=%d emitted=%d executed=%d pending=%d inflight=%d transfer=%v install=%v;", r.h, r.nextSeq, r.emitted, r.executed, len(r.pending), len(r.inflight), r.transfer != nil, r.pendingInstall != nil)
+	s := fmt.Sprintf("h=%d next=%d emitted=%d executed=%d pending=%d inflight=%d transfer=%v install=%v;", r.h, r.nextSeq, r.emitted, r.executed, r.pending.len(), len(r.inflight), r.transfer != nil, r.pendingInstall != nil)
 	for n := r.h + 1; n <= r.h+r.cfg.LogWindow; n++ {
 		if e := r.log[n]; e != nil {
 			s += fmt.Sprintf(" [n=%d v=%d pp=%v p=%d c=%d prep=%v com=%v]", n, e.view, e.pp != nil, e.prepares.count(e.digest), e.commits.count(e.digest), e.prepared, e.committed)

@@ -27,19 +27,13 @@ func (r *Replica) onRequest(m *RequestMsg) {
 		return
 	}
 	r.watch(m)
-	if r.pendingSet[m.Digest] || r.inflight[m.Digest] {
+	if r.inflight[m.Digest] {
 		return
 	}
-	if r.pendingPer[req.Client] >= r.cfg.ReplyWindow {
-		// A client may have at most ReplyWindow requests in flight; more could never all
-		// execute (the table forgets older timestamps) and would grow the queue unbounded.
+	if !r.pending.add(m) {
 		r.drop(m, "client has too many requests waiting")
 		return
 	}
-	r.pendingSet[m.Digest] = true
-	r.pendingPer[req.Client]++
-	r.pending = append(r.pending, m)
-	r.pendingBytes += len(m.Request.Op)
 	r.maybePropose()
 }
 
@@ -57,38 +51,20 @@ func (r *Replica) maybePropose() {
 	if !r.isPrimary() || !r.active {
 		return
 	}
-	for len(r.pending) > 0 && r.inWindow(r.nextSeq+1) &&
+	for r.pending.len() > 0 && r.inWindow(r.nextSeq+1) &&
 		r.nextSeq-r.executed < uint64(r.cfg.MaxInFlightBatches) {
 		if k := r.nextSeq - r.executed; k > 0 &&
-			uint64(len(r.pending))*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchRequests) &&
-			uint64(r.pendingBytes)*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchBytes) {
+			uint64(r.pending.len())*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchRequests) &&
+			uint64(r.pending.queuedBytes())*uint64(r.cfg.MaxInFlightBatches) < k*uint64(r.cfg.MaxBatchBytes) {
 			return
 		}
-		var batch []*RequestMsg
-		bytes := 0
-		taken := 0
-		for _, m := range r.pending {
-			if len(batch) == r.cfg.MaxBatchRequests ||
-				(len(batch) > 0 && bytes+len(m.Request.Op) > r.cfg.MaxBatchBytes) {
-				break
-			}
-			taken++
-			r.pendingBytes -= len(m.Request.Op)
-			delete(r.pendingSet, m.Digest)
-			if r.pendingPer[m.Request.Client]--; r.pendingPer[m.Request.Client] == 0 {
-				delete(r.pendingPer, m.Request.Client)
-			}
+		batch := r.pending.take(r.cfg.MaxBatchRequests, r.cfg.MaxBatchBytes, func(m *RequestMsg) bool {
 			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew || r.inflight[m.Digest] {
-				continue
+				return false
 			}
 			r.inflight[m.Digest] = true
-			batch = append(batch, m)
-			bytes += len(m.Request.Op)
-		}
-		r.pending = r.pending[taken:]
-		if len(r.pending) == 0 {
-			r.pending = nil
-		}
+			return true
+		})
 		if len(batch) > 0 {
 			r.propose(batch)
 		}

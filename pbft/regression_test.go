@@ -158,7 +158,7 @@ func TestReelectedPrimaryNeverProposesIntoASeqItsNewViewFills(t *testing.T) {
 		c.submit(0, r)
 	}
 	c.run() // 0 proposes r1..r8 at 1..8 (window full); r9 stays pending
-	if len(c.reps[0].pending) != 1 {
+	if c.reps[0].pending.len() != 1 {
 		t.Fatalf("want r9 pending:%s", c.debug())
 	}
 	for n := uint64(1); n <= 4; n++ {

@@ -33,8 +33,7 @@ type Replica struct {
 	watchedDone bool
 	// waiting are the valid requests a backup holds that have not executed: its timer
 	// runs while there are any. waitingPer bounds them per client.
-	waiting    map[crypto.Digest]*RequestMsg
-	waitingPer map[ClientID]int
+	waiting watchSet
 	// prepared holds, per seq above the stable checkpoint, the certificate from the
 	// highest view in which this replica prepared: P of its VIEW-CHANGE.
 	prepared map[uint64]*preparedInfo
@@ -74,12 +73,8 @@ type Replica struct {
 
 	clients clientTable
 
-	// pending is the primary's queue of requests not yet assigned a sequence number;
-	// pendingPer counts them per client, which bounds the queue.
-	pending      []*RequestMsg
-	pendingBytes int // of the operations in pending
-	pendingSet   map[crypto.Digest]bool
-	pendingPer   map[ClientID]int
+	// pending is the primary's queue of requests not yet assigned a sequence number.
+	pending requestQueue
 	// inflight are the requests in batches assigned but not yet executed.
 	inflight map[crypto.Digest]bool
 
@@ -126,9 +121,8 @@ func NewReplica(cfg Config) (*Replica, error) {
 		log:             make(map[uint64]*entry),
 		decided:         make(map[uint64]crypto.Digest),
 		clients:         newClientTable(cfg.ReplyWindow),
-		pendingSet:      make(map[crypto.Digest]bool),
-		pendingPer:      make(map[ClientID]int),
 		inflight:        make(map[crypto.Digest]bool),
+		pending:         newRequestQueue(cfg.ReplyWindow),
 		ckpts:           make(map[uint64]*checkpointVotes),
 		saved:           make(map[uint64][]byte),
 		lastHelp:        make([]uint64, cfg.N),
@@ -137,8 +131,7 @@ func NewReplica(cfg Config) (*Replica, error) {
 		active:          true,
 		vcTimeout:       uint64(cfg.ViewChangeTicks),
 		executing:       make(map[uint64][]*RequestMsg),
-		waiting:         make(map[crypto.Digest]*RequestMsg),
-		waitingPer:      make(map[ClientID]int),
+		waiting:         newWatchSet(cfg.ReplyWindow),
 		prepared:        make(map[uint64]*preparedInfo),
 		batches:         make(map[crypto.Digest]*storedBatch),
 		viewChanges:     make([]*storedVC, cfg.N),
@@ -168,7 +161,7 @@ type Status struct {
 func (r *Replica) Status() Status {
 	return Status{
 		ID: r.id, View: r.view, Active: r.active, Primary: r.q.Primary(r.view), LowMark: r.h,
-		Executed: r.executed, LogSize: len(r.log), Pending: len(r.pending),
+		Executed: r.executed, LogSize: len(r.log), Pending: r.pending.len(),
 	}
 }
 

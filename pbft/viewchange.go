@@ -399,11 +399,9 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 	if primary {
 		// A new primary proposes what its clients have been waiting for.
 		for _, m := range r.waitingInOrder() {
-			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st == reqNew && !r.pendingSet[m.Digest] && !r.inflight[m.Digest] {
-				r.pendingSet[m.Digest] = true
-				r.pendingPer[m.Request.Client]++
-				r.pending = append(r.pending, m)
-				r.pendingBytes += len(m.Request.Op)
+			// Through the queue's one way in, so the per-client bound holds here too.
+			if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st == reqNew && !r.inflight[m.Digest] {
+				r.pending.add(m)
 			}
 		}
 		r.maybePropose()
@@ -414,7 +412,7 @@ func (r *Replica) enterView(nv *Envelope, plan *newViewPlan, pps []*PrePrepareMs
 			r.sendTo(r.q.Primary(r.view), &Envelope{Msg: m.Signed})
 		}
 	}
-	if len(r.waiting) > 0 {
+	if r.waiting.len() > 0 {
 		r.startTimer()
 	}
 	r.tryExecute()

@@ -928,12 +928,12 @@ func TestHundredConsecutiveViewChangesKeepMemoryBounded(t *testing.T) {
 				t.Fatalf("round %d: replica %d holds %d batches", k, i, len(r.batches))
 			case vcs > c.n:
 				t.Fatalf("round %d: replica %d holds %d view changes", k, i, vcs)
-			case len(r.waiting) > clients*rw:
-				t.Fatalf("round %d: replica %d watches %d requests", k, i, len(r.waiting))
-			case len(r.waiting) != 0:
-				t.Fatalf("round %d: replica %d still watches %d executed requests", k, i, len(r.waiting))
-			case len(r.pending) > clients*rw || len(r.inflight) > clients*rw:
-				t.Fatalf("round %d: replica %d: %d pending, %d in flight", k, i, len(r.pending), len(r.inflight))
+			case r.waiting.len() > clients*rw:
+				t.Fatalf("round %d: replica %d watches %d requests", k, i, r.waiting.len())
+			case r.waiting.len() != 0:
+				t.Fatalf("round %d: replica %d still watches %d executed requests", k, i, r.waiting.len())
+			case r.pending.len() > clients*rw || len(r.inflight) > clients*rw:
+				t.Fatalf("round %d: replica %d: %d pending, %d in flight", k, i, r.pending.len(), len(r.inflight))
 			case len(r.ckpts) > 2*L/int(c.cfgs[0].CheckpointInterval)+c.n:
 				t.Fatalf("round %d: replica %d holds %d checkpoints", k, i, len(r.ckpts))
 			case r.vcTimeout != T:
@@ -1079,7 +1079,7 @@ func TestRequestSupersededBySameTimestampDoesNotKeepChangingViews(t *testing.T) 
 	}
 	watched := make([]int, c.n)
 	for i := range c.n {
-		watched[i] = len(c.reps[i].waiting)
+		watched[i] = c.reps[i].waiting.len()
 	}
 	c.tickAll(20 * T)
 	for i := range c.n {

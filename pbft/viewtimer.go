@@ -1,10 +1,5 @@
 package pbft
 
-import (
-	"bytes"
-	"slices"
-)
-
 // The view-change timer (PBFT TOCS §4.4, liveness): a backup that waits for a request
 // to execute starts it; it restarts only when a request it watches executes, and it
 // expires into a VIEW-CHANGE for the next view, with timeouts doubling each time. The
@@ -27,7 +22,7 @@ func (r *Replica) tickViewChange() {
 	}
 	if r.active {
 		r.forgetDecided()
-		if len(r.waiting) == 0 {
+		if r.waiting.len() == 0 {
 			r.stopTimer() // nothing this replica waits for is undecided any more
 			return
 		}
@@ -56,7 +51,7 @@ func (r *Replica) progressed() {
 		return
 	}
 	r.stopTimer()
-	if len(r.waiting) > 0 {
+	if r.waiting.len() > 0 {
 		r.startTimer()
 	}
 }
@@ -64,12 +59,8 @@ func (r *Replica) progressed() {
 // watch records a valid request this replica has not seen executed: its timer runs
 // until the request executes.
 func (r *Replica) watch(m *RequestMsg) {
-	if r.waiting[m.Digest] == nil {
-		if r.waitingPer[m.Request.Client] >= r.cfg.ReplyWindow {
-			return
-		}
-		r.waiting[m.Digest] = m
-		r.waitingPer[m.Request.Client]++
+	if !r.waiting.add(m) {
+		return
 	}
 	if r.active {
 		// The primary watches too: a primary whose proposals cannot commit (its backups
@@ -80,13 +71,8 @@ func (r *Replica) watch(m *RequestMsg) {
 }
 
 func (r *Replica) unwatch(m *RequestMsg) {
-	if r.waiting[m.Digest] == nil {
-		return
-	}
-	r.watchedDone = true
-	delete(r.waiting, m.Digest)
-	if r.waitingPer[m.Request.Client]--; r.waitingPer[m.Request.Client] <= 0 {
-		delete(r.waitingPer, m.Request.Client)
+	if r.waiting.remove(m) {
+		r.watchedDone = true
 	}
 }
 
@@ -95,36 +81,15 @@ func (r *Replica) unwatch(m *RequestMsg) {
 // different operations to different replicas) can never run, and must not keep the
 // timer going.
 func (r *Replica) forgetDecided() {
-	for _, m := range r.waiting {
+	for _, m := range r.waiting.reqs {
 		if st, _ := r.clients.lookup(m.Request.Client, m.Request.Timestamp); st != reqNew {
 			r.unwatch(m)
 		}
 	}
 }
 
-// waitingInOrder lists the watched requests by client and timestamp: the order a new
-// primary proposes them in, the same on every run.
-func (r *Replica) waitingInOrder() []*RequestMsg {
-	out := make([]*RequestMsg, 0, len(r.waiting))
-	for _, m := range r.waiting {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b *RequestMsg) int {
-		if a.Request.Client != b.Request.Client {
-			return int(a.Request.Client) - int(b.Request.Client)
-		}
-		switch {
-		case a.Request.Timestamp < b.Request.Timestamp:
-			return -1
-		case a.Request.Timestamp > b.Request.Timestamp:
-			return 1
-		}
-		// One client, one timestamp, two operations (a faulty client): by digest, so
-		// the order never depends on map iteration.
-		return bytes.Compare(a.Digest[:], b.Digest[:])
-	})
-	return out
-}
+// waitingInOrder lists the watched requests in the order a new primary proposes them.
+func (r *Replica) waitingInOrder() []*RequestMsg { return r.waiting.inOrder() }
 
 // startNewViewTimer starts the wait for the NEW-VIEW only once 2f+1 replicas asked for
 // this view (PBFT TOCS §4.5.2): a replica alone in a view change does not escalate to
