@@ -45,10 +45,9 @@ func (r *Replica) onFetchBatch(m *FetchBatchMsg) {
 	if b == nil || from == r.id {
 		return
 	}
-	if r.lastBatchServed[from] == r.ticks+1 {
+	if !r.budgets.batch.due(from, r.ticks, 1) {
 		return // one batch per peer per tick: a fetch is cheap, an answer is not
 	}
-	r.lastBatchServed[from] = r.ticks + 1
 	env := &Envelope{Msg: r.sign(MsgBatchReply, BatchReply(m.FetchBatch)), Batch: make([]Signed, len(b.reqs))}
 	for i, q := range b.reqs {
 		env.Batch[i] = q.Signed

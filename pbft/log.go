@@ -119,8 +119,8 @@ type entry struct {
 	prepared  bool
 	committed bool
 
-	// answered is, per replica, 1 + the tick this replica last answered its retransmission.
-	answered []uint64
+	// answered budgets this replica's answers to retransmissions of the entry, per peer.
+	answered oncePer
 }
 
 func (r *Replica) getEntry(n uint64) *entry {

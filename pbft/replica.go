@@ -94,16 +94,8 @@ type Replica struct {
 	progressTick uint64
 	nextAsk      int // the peer a stalled replica asks next for state
 
-	// lastHelp is the tick at which this replica last sent its stable proof to each peer.
-	lastHelp []uint64
-	// lastServed and servedChunks budget the state chunks served to each peer per
-	// retransmit period.
-	lastServed   []uint64
-	servedChunks []int
-	// lastNewView and lastBatchServed rate-limit NEW-VIEW forwarding and batch replies.
-	lastNewView     []uint64
-	lastBatchServed []uint64
-	lastCertsServed []uint64
+	// budgets rate-limit what this replica does for each peer (budget.go).
+	budgets peerBudgets
 
 	rd Ready
 }
@@ -115,33 +107,28 @@ func NewReplica(cfg Config) (*Replica, error) {
 	}
 	q, _ := NewQuorum(cfg.N)
 	return &Replica{
-		cfg:             cfg,
-		q:               q,
-		id:              cfg.ID,
-		log:             make(map[uint64]*entry),
-		decided:         make(map[uint64]crypto.Digest),
-		clients:         newClientTable(cfg.ReplyWindow),
-		inflight:        make(map[crypto.Digest]bool),
-		pending:         newRequestQueue(cfg.ReplyWindow),
-		ckpts:           make(map[uint64]*checkpointVotes),
-		saved:           make(map[uint64][]byte),
-		lastHelp:        make([]uint64, cfg.N),
-		lastServed:      make([]uint64, cfg.N),
-		servedChunks:    make([]int, cfg.N),
-		active:          true,
-		vcTimeout:       uint64(cfg.ViewChangeTicks),
-		executing:       make(map[uint64][]*RequestMsg),
-		waiting:         newWatchSet(cfg.ReplyWindow),
-		prepared:        make(map[uint64]*preparedInfo),
-		batches:         make(map[crypto.Digest]*storedBatch),
-		viewChanges:     make([]*storedVC, cfg.N),
-		vcFor:           make(map[uint64][]*storedVC),
-		peerView:        make([]uint64, cfg.N),
-		deferred:        make(map[uint64]*PrePrepareMsg),
-		lastNewView:     make([]uint64, cfg.N),
-		lastBatchServed: make([]uint64, cfg.N),
-		lastCertsServed: make([]uint64, cfg.N),
-		seenAhead:       make([]uint64, cfg.N),
+		cfg:         cfg,
+		q:           q,
+		id:          cfg.ID,
+		log:         make(map[uint64]*entry),
+		decided:     make(map[uint64]crypto.Digest),
+		clients:     newClientTable(cfg.ReplyWindow),
+		inflight:    make(map[crypto.Digest]bool),
+		pending:     newRequestQueue(cfg.ReplyWindow),
+		ckpts:       make(map[uint64]*checkpointVotes),
+		saved:       make(map[uint64][]byte),
+		budgets:     newPeerBudgets(cfg.N),
+		active:      true,
+		vcTimeout:   uint64(cfg.ViewChangeTicks),
+		executing:   make(map[uint64][]*RequestMsg),
+		waiting:     newWatchSet(cfg.ReplyWindow),
+		prepared:    make(map[uint64]*preparedInfo),
+		batches:     make(map[crypto.Digest]*storedBatch),
+		viewChanges: make([]*storedVC, cfg.N),
+		vcFor:       make(map[uint64][]*storedVC),
+		peerView:    make([]uint64, cfg.N),
+		deferred:    make(map[uint64]*PrePrepareMsg),
+		seenAhead:   make([]uint64, cfg.N),
 	}, nil
 }
 

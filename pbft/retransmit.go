@@ -75,10 +75,10 @@ func (r *Replica) answerRetransmission(e *entry, to ReplicaID) {
 	if e.pp == nil || to == r.id {
 		return
 	}
-	if e.answered == nil {
-		e.answered = make([]uint64, r.cfg.N)
+	if e.answered.last == nil {
+		e.answered = newOncePer(r.cfg.N)
 	}
-	if !r.due(&e.answered[to]) {
+	if !e.answered.due(to, r.ticks, uint64(r.cfg.RetransmitTicks)) {
 		return
 	}
 	r.sendEntry(e, to, r.isPrimary())
@@ -118,21 +118,10 @@ func (r *Replica) helpLaggard(id ReplicaID) {
 	if r.stable == nil || id == r.id || uint64(id) >= uint64(r.cfg.N) {
 		return
 	}
-	if !r.due(&r.lastHelp[id]) {
+	if !r.budgets.help.due(id, r.ticks, uint64(r.cfg.RetransmitTicks)) {
 		return
 	}
 	for _, s := range r.stable.Proof {
 		r.sendTo(id, &Envelope{Msg: s})
 	}
-}
-
-// due rate-limits an answer to one per retransmit period: last holds 1 + the tick of
-// the previous one (0: never). It reports whether the answer may go now, and if so
-// records it.
-func (r *Replica) due(last *uint64) bool {
-	if *last != 0 && r.ticks+1-*last < uint64(r.cfg.RetransmitTicks) {
-		return false
-	}
-	*last = r.ticks + 1
-	return true
 }

@@ -285,13 +285,9 @@ func (r *Replica) onStateRequest(m *StateRequestMsg) {
 	}
 	// A budget of chunks per peer per retransmit period: serving state is the most
 	// expensive thing a replica does for others.
-	if r.ticks >= r.lastServed[from]+uint64(r.cfg.RetransmitTicks) {
-		r.lastServed[from], r.servedChunks[from] = r.ticks, 0
-	}
-	if r.servedChunks[from] >= 2*stateWindow {
+	if !r.budgets.chunks.take(from, r.ticks, uint64(r.cfg.RetransmitTicks), 2*stateWindow) {
 		return
 	}
-	r.servedChunks[from]++
 	resp := StateResponse{Seq: r.h, Proof: r.stable.Proof, Chunk: uint32(c), Chunks: uint32(chunks),
 		State: r.stableState[c*size : min(len(r.stableState), (c+1)*size)]}
 	r.sendTo(from, &Envelope{Msg: r.sign(MsgStateResponse, resp)})
@@ -304,7 +300,7 @@ func (r *Replica) onStateRequest(m *StateRequestMsg) {
 // its own votes were crowded out; at most stateWindow of them, once per retransmit
 // period per peer.
 func (r *Replica) sendCommitCerts(to ReplicaID, n uint64) {
-	if uint64(to) >= uint64(r.cfg.N) || !r.due(&r.lastCertsServed[to]) {
+	if !r.budgets.certs.due(to, r.ticks, uint64(r.cfg.RetransmitTicks)) {
 		return
 	}
 	for k := uint64(0); k < stateWindow && r.inWindow(n+k); k++ {

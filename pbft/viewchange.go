@@ -484,7 +484,7 @@ func (r *Replica) sendNewView(to ReplicaID) {
 	if r.newView == nil || to == r.id || uint64(to) >= uint64(r.cfg.N) {
 		return
 	}
-	if !r.due(&r.lastNewView[to]) {
+	if !r.budgets.newView.due(to, r.ticks, uint64(r.cfg.RetransmitTicks)) {
 		return
 	}
 	r.sendTo(to, r.newView)
