@@ -31,7 +31,7 @@ import (
 	"math"
 	"sync"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/pbftkit/pbft/app/internal/appcbor"
 
 	"github.com/pbftkit/pbft/app"
 )
@@ -78,37 +78,9 @@ type snapshot struct {
 const snapshotVersion = 1
 
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	decMode    = appcbor.Strict(16, 16)
+	mustEncode = appcbor.MustEncode
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		UTF8:              cbor.UTF8RejectInvalid,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
-
-func mustEncode(v any) []byte {
-	b, err := encMode.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("counter: encoding %T: %v", v, err))
-	}
-	return b
-}
 
 // Encode returns the canonical encoding of op (without validating it).
 func (op Op) Encode() []byte { return mustEncode(op) }
@@ -184,7 +156,7 @@ func (c *Counter) Execute(op []byte) []byte {
 func (c *Counter) Snapshot() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return encMode.Marshal(snapshot{Version: snapshotVersion, Value: c.value})
+	return appcbor.Encode(snapshot{Version: snapshotVersion, Value: c.value})
 }
 
 // Restore sets the counter from a snapshot produced by [Counter.Snapshot]. A
@@ -198,7 +170,7 @@ func (c *Counter) Restore(b []byte) error {
 	if s.Version != snapshotVersion {
 		return fmt.Errorf("%w: unsupported version %d", ErrInvalidSnapshot, s.Version)
 	}
-	canonical, err := encMode.Marshal(s)
+	canonical, err := appcbor.Encode(s)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
 	}

@@ -51,7 +51,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/pbftkit/pbft/app/internal/appcbor"
 
 	"github.com/pbftkit/pbft/app"
 )
@@ -119,45 +119,13 @@ type Result struct {
 }
 
 var (
-	encMode cbor.EncMode
 	// opDecMode decodes operations and results.
-	opDecMode cbor.DecMode
-	// snapDecMode decodes snapshots: like opDecMode but with room for many entries.
-	snapDecMode cbor.DecMode
+	opDecMode = appcbor.Strict(16, 16)
+	// snapDecMode decodes snapshots: like opDecMode but with room for many entries
+	// (bounded by the input length).
+	snapDecMode = appcbor.Strict(2147483647, 16)
+	mustEncode  = appcbor.MustEncode
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	strict := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		UTF8:              cbor.UTF8RejectInvalid,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}
-	if opDecMode, err = strict.DecMode(); err != nil {
-		panic(err)
-	}
-	strict.MaxArrayElements = 2147483647 // entries are bounded by the input length
-	if snapDecMode, err = strict.DecMode(); err != nil {
-		panic(err)
-	}
-}
-
-// mustEncode encodes values whose types cannot fail to encode.
-func mustEncode(v any) []byte {
-	b, err := encMode.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("kvstore: encoding %T: %v", v, err))
-	}
-	return b
-}
 
 // Encode returns the canonical encoding of op. It does not validate op; an
 // invalid op is rejected (with an error result) when executed.
@@ -329,7 +297,7 @@ func encodeSnapshot(entries []entry) ([]byte, error) {
 	if entries == nil {
 		entries = []entry{} // an empty array, not null
 	}
-	return encMode.Marshal(snapshot{Version: snapshotVersion, Entries: entries})
+	return appcbor.Encode(snapshot{Version: snapshotVersion, Entries: entries})
 }
 
 // Snapshot returns the canonical encoding of the store (see the package

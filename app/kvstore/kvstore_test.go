@@ -13,6 +13,7 @@ import (
 
 	"github.com/pbftkit/pbft/app"
 	"github.com/pbftkit/pbft/app/apptest"
+	"github.com/pbftkit/pbft/app/internal/appcbor"
 )
 
 func mustDecode(t testing.TB, b []byte) Result {
@@ -323,7 +324,7 @@ func TestRestoreRoundTripsAndReplacesWholeState(t *testing.T) {
 
 func TestRestoreRejectsMalformedSnapshotAndKeepsState(t *testing.T) {
 	enc := func(v any) []byte {
-		b, err := encMode.Marshal(v)
+		b, err := appcbor.Encode(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,7 +400,7 @@ func TestEncodedOperationsAreCanonical(t *testing.T) {
 }
 
 func enc(t *testing.T, v any) []byte {
-	b, err := encMode.Marshal(v)
+	b, err := appcbor.Encode(v)
 	if err != nil {
 		t.Fatal(err)
 	}
