@@ -36,6 +36,10 @@
 //		}
 //	}
 //
+// That contract is implemented once, in package pbft/driver: the runtime (pbft/replica)
+// runs its stages on goroutines, and the simulator (test/sim) runs them synchronously,
+// so the simulator checks the rules that ship.
+//
 // Messages reach Step only after Verifier.Open accepted them: signature checks are pure
 // and parallel, so a runtime may run them on a worker pool; the core then enforces the
 // protocol rules (views, watermarks, quorums of distinct senders, digests).
