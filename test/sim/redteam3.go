@@ -27,9 +27,18 @@ import (
 //     and the faulty ones': the seq the victim executed gets another batch. The faulty
 //     replicas also answer the clients of the victim's batch with its (deterministic)
 //     results, so f+1 matching replies reach them for a batch the cluster never runs.
+//   - rt3-crashstorm: a crash scenario more than a strategy. The faulty replicas run
+//     the protocol, send their CHECKPOINTs to half of the replicas only (so correct
+//     signers' states matter) and serve tampered state; the adversary crashes correct
+//     replicas, before the heal, at the instants the durability rule and the
+//     replica's own checkpoint records are about: right after a checkpoint batch
+//     executed (CHECKPOINT and RecordCheckpoint pending), right after a state was
+//     installed (RecordStable pending) or its own saved state installed, right after
+//     the first batch of a new view executed; restarts come 5 to 60 ticks later, so
+//     restarted replicas meet certified checkpoints they signed but no longer reached.
 //   - rt3-earlyexec-nocrash: the same replicas' behaviour without the crash scenario:
 //     only the random crashes of Options.Crashes can hit the window.
-var RedTeam3Strategies = []string{"rt3-earlyexec", "rt3-earlyexec-nocrash"}
+var RedTeam3Strategies = []string{"rt3-earlyexec", "rt3-earlyexec-nocrash", "rt3-crashstorm"}
 
 func isRedTeam3(s string) bool { return strings.HasPrefix(s, "rt3-") }
 
@@ -50,17 +59,50 @@ type rt3Coalition struct {
 	vcSeen    map[int]bool // starved replicas seen asking for view+1
 	restarted bool
 	noCrash   bool // rt3-earlyexec-nocrash: crashes come only from Options.Crashes
+	storm     bool // rt3-crashstorm
+	crashes   int
+	seenView  map[int]uint64
+}
+
+func (c *rt3Coalition) lastView(id int) uint64 { return c.seenView[id] }
+
+const stormCrashes = 8
+
+// stormCrash crashes correct replica r now (before the heal, within the budget) with
+// probability 1/p, and restarts it 5 to 60 ticks later.
+func (c *rt3Coalition) stormCrash(r *replicaNode, p int, why string) {
+	w := c.w
+	if !c.storm || r.down || c.crashes >= stormCrashes || w.now >= int64(w.opts.HealTick)*tickUnits || w.rng.IntN(p) != 0 {
+		return
+	}
+	c.crashes++
+	if w.opts.Trace != nil {
+		w.trace("rt3: crash r%d %s", r.id, why)
+	}
+	w.push(&event{at: w.now, fault: crash, to: r.id})
+	w.push(&event{at: w.now + int64(5+w.rng.IntN(56))*tickUnits, fault: restart, to: r.id})
+}
+
+func (c *rt3Coalition) onInstall(r *replicaNode, in *pbft.Install, own bool) {
+	if own {
+		c.stormCrash(r, 4, "after restoring its own checkpoint")
+		return
+	}
+	c.stormCrash(r, 2, "after installing a checkpoint state")
 }
 
 func (w *world) coalition3() *rt3Coalition {
 	if w.rt3 == nil {
-		c := &rt3Coalition{w: w, faulty: make([]bool, w.n), vcSeen: make(map[int]bool)}
+		c := &rt3Coalition{w: w, faulty: make([]bool, w.n), vcSeen: make(map[int]bool), seenView: make(map[int]uint64)}
 		for i := 0; i < w.n; i++ {
 			c.faulty[i] = w.res.Strategies[i] != ""
 		}
 		for i := 0; i < w.n; i++ {
 			if w.res.Strategies[i] == "rt3-earlyexec-nocrash" {
 				c.noCrash = true
+			}
+			if w.res.Strategies[i] == "rt3-crashstorm" {
+				c.storm = true
 			}
 		}
 		w.rt3 = c
@@ -98,6 +140,16 @@ func (c *rt3Coalition) plan(v uint64) bool {
 // onExecuted is the crash scenario: the victim crashes right after it executed a batch
 // of the attacked view whose prepared certificate is not durable yet.
 func (c *rt3Coalition) onExecuted(r *replicaNode, b *pbft.Batch, results [][]byte) {
+	if c.storm {
+		switch {
+		case b.Checkpoint:
+			c.stormCrash(r, 3, "after a checkpoint batch")
+		case b.View > 0 && b.Seq > 0 && c.lastView(r.id) < b.View:
+			c.stormCrash(r, 2, "after the first batch of a new view")
+		}
+		c.seenView[r.id] = max(c.seenView[r.id], b.View)
+		return
+	}
 	if c.noCrash || !c.planned || c.fired || r.id != c.victim || b.View != c.view || len(b.Requests) == 0 {
 		return
 	}
@@ -209,6 +261,12 @@ func (rt *redTeam3) isEarly() bool { return strings.HasPrefix(rt.b.strategy, "rt
 func (rt *redTeam3) emit(out pbft.Outbound) bool {
 	env := out.Env
 	switch {
+	case rt.b.strategy == "rt3-crashstorm":
+		if env.Msg.Type == pbft.MsgCheckpoint && env.Msg.From == uint32(rt.b.id) && out.To.Kind == pbft.ToAllReplicas {
+			ga, _ := rt.b.halves()
+			rt.b.sendSigned(ga, env.Msg, nil)
+			return true
+		}
 	case rt.isEarly():
 		if env.Msg.Type == pbft.MsgPrepare && env.Msg.From == uint32(rt.b.id) {
 			var p pbft.Prepare

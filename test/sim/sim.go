@@ -702,6 +702,9 @@ func (r *replicaNode) attach(core *pbft.Replica) {
 			}
 		},
 		Install: func(in *pbft.Install, own bool) {
+			if r.w.rt3 != nil {
+				r.w.rt3.onInstall(r, in, own)
+			}
 			if own {
 				return
 			}
