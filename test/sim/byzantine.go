@@ -66,6 +66,7 @@ type byzantine struct {
 	digests     []crypto.Digest // watermark-edge: digests it saw
 	mut         *mutator        // mutate
 	rt          *redTeam        // rt-... (redteam.go)
+	rt3         *redTeam3       // rt3-... (redteam3.go)
 }
 
 // slot is a (view, seq) pair.
@@ -91,6 +92,9 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 	}
 	if isRedTeam(strategy) {
 		b.rt = newRedTeam(b)
+	}
+	if isRedTeam3(strategy) {
+		b.rt3 = newRedTeam3(b)
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -150,6 +154,9 @@ func (b *byzantine) receive(from int, frame []byte) {
 	if b.rt != nil && b.rt.observe(from, m) {
 		return
 	}
+	if b.rt3 != nil && b.rt3.observe(from, m) {
+		return
+	}
 	b.core.Step(m)
 	b.flush()
 }
@@ -189,6 +196,9 @@ func (b *byzantine) tick() {
 	if b.rt != nil {
 		b.rt.tick()
 	}
+	if b.rt3 != nil {
+		b.rt3.tick()
+	}
 	b.core.Tick()
 	b.flush()
 }
@@ -215,6 +225,9 @@ func (noDisk) Load() ([]pbft.Record, error) { return nil, nil }
 func (b *byzantine) emit(out pbft.Outbound) {
 	env := out.Env
 	if b.rt != nil && b.rt.emit(out) {
+		return
+	}
+	if b.rt3 != nil && b.rt3.emit(out) {
 		return
 	}
 	switch b.strategy {

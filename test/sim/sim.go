@@ -179,6 +179,8 @@ type world struct {
 	// and when the first became active in it.
 	vcStart map[uint64]int64
 	vcDone  map[uint64]bool
+	// rt3 is the red team's coalition state and its crash scenario (redteam3.go).
+	rt3 *rt3Coalition
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
@@ -700,6 +702,9 @@ func (r *replicaNode) attach(core *pbft.Replica) {
 			}
 		},
 		Install: func(in *pbft.Install, own bool) {
+			if r.w.rt3 != nil {
+				r.w.rt3.onInstall(r, in, own)
+			}
 			if own {
 				return
 			}
@@ -711,6 +716,9 @@ func (r *replicaNode) attach(core *pbft.Replica) {
 		},
 		Executed: func(b *pbft.Batch, results [][]byte) {
 			r.w.check.onExecute(r.id, b, results)
+			if r.w.rt3 != nil {
+				r.w.rt3.onExecuted(r, b, results)
+			}
 			if r.w.opts.Trace != nil {
 				r.w.trace("r%d executes n=%d v=%d d=%s (%d requests)", r.id, b.Seq, b.View, b.Digest.Short(), len(b.Requests))
 			}
