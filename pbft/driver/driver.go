@@ -16,15 +16,22 @@
 //   - Apply runs Work on the application strictly in the order Advance returned it: a
 //     checkpoint state to install before any batch after it, batches in sequence order
 //     with a snapshot where the core asks for one. Executed hands each result back.
+//     A Work item runs only once every record emitted before it is durable
+//     (Work.After): the core counts its own COMMIT towards committed-local as soon as it
+//     signs it, so a batch run before that COMMIT and its prepared certificate are on
+//     disk could be answered, and then forgotten by a crash, leaving f correct holders
+//     of the certificate, too few for every view change to carry it (found by a red
+//     team: rt3-earlyexec).
 //
-// Persist and Apply are independent of each other, so a runtime may run them on their
-// own goroutines (one each: order within a stage matters), while the caller of Advance
-// goes on stepping the core. Step, Tick, Executed and Advance must come from one
+// Persist and Apply run on their own goroutines in a runtime (one each: order within a
+// stage matters), while the caller of Advance goes on stepping the core; Apply's caller
+// waits for Persisted to reach each item's After. Step, Tick, Executed and Advance must come from one
 // goroutine; Persist from one goroutine; Apply from one goroutine.
 package driver
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/pbftkit/pbft/app"
 	"github.com/pbftkit/pbft/pbft"
@@ -72,6 +79,9 @@ type Work struct {
 	// to a state fetched from peers.
 	Own   bool
 	Batch *pbft.Batch
+	// After is how many Durable items Advance had returned when it returned this one:
+	// the item may run once Persisted reaches it.
+	After uint64
 }
 
 // Driver runs one core.
@@ -85,9 +95,16 @@ type Driver struct {
 	// restored is set between Restore and the next Advance: the first Ready it drains
 	// holds the Install of the replica's own stable checkpoint, if it has one.
 	restored bool
+	// emitted counts the Durable items Advance returned (Advance's); persisted those
+	// Persist made durable (written by Persist, read by Apply's goroutine).
+	emitted   uint64
+	persisted atomic.Uint64
 	// earlySend breaks the contract on purpose (UnsafeSendBeforeDurable): tests only.
 	earlySend bool
 }
+
+// Persisted is how many Durable items Persist has made durable.
+func (d *Driver) Persisted() uint64 { return d.persisted.Load() }
 
 // New drives core, with records in st and messages over tr.
 func New(core *pbft.Replica, st Storage, tr Transport, obs Observer) *Driver {
@@ -139,6 +156,7 @@ func (d *Driver) Advance() (durable []Durable, work []Work) {
 		}
 		if len(rd.Persist) > 0 || rd.Stable != nil || len(msgs) > 0 {
 			durable = append(durable, Durable{Records: rd.Persist, Stable: rd.Stable != nil, Messages: msgs})
+			d.emitted++
 		}
 		if rd.Stable != nil && d.obs.Stable != nil {
 			d.obs.Stable(rd.Stable)
@@ -149,11 +167,11 @@ func (d *Driver) Advance() (durable []Durable, work []Work) {
 			}
 		}
 		if rd.Install != nil {
-			work = append(work, Work{Install: rd.Install, Own: own})
+			work = append(work, Work{Install: rd.Install, Own: own, After: d.emitted})
 		}
 		own = false
 		for i := range rd.Execute {
-			work = append(work, Work{Batch: &rd.Execute[i]})
+			work = append(work, Work{Batch: &rd.Execute[i], After: d.emitted})
 		}
 	}
 }
@@ -182,6 +200,7 @@ func (d *Driver) Persist(items []Durable) error {
 		}
 		d.records = keep
 	}
+	d.persisted.Add(uint64(len(items)))
 	for i := range items {
 		for j := range items[i].Messages {
 			d.send(&items[i].Messages[j])
@@ -202,6 +221,11 @@ func (d *Driver) send(out *pbft.Outbound) {
 // snapshot that cannot be taken, an application that panicked) means the replica cannot
 // go on.
 func (d *Driver) Apply(a app.Application, w Work) (*pbft.Executed, error) {
+	if p := d.Persisted(); p < w.After {
+		// A caller's bug, not the world's: running it now could answer what a crash
+		// then makes this replica forget.
+		return nil, fmt.Errorf("driver: work n=%d applied before its records are durable (%d of %d persisted)", workSeq(w), p, w.After)
+	}
 	ex, err := apply(a, w)
 	if err != nil {
 		return nil, err
@@ -252,6 +276,13 @@ func (d *Driver) ApplyAll(a app.Application, work []Work) error {
 		}
 	}
 	return nil
+}
+
+func workSeq(w Work) uint64 {
+	if w.Batch != nil {
+		return w.Batch.Seq
+	}
+	return w.Install.Seq
 }
 
 // UnsafeSendBeforeDurable makes d send every message as soon as the core emits it,

@@ -24,6 +24,7 @@ type cluster struct {
 	net     []frame // in flight
 	client  *pbft.KeySigner
 	pending [][]Durable // per replica: handed to Persist, not yet run (held)
+	later   [][]Work    // per replica: work waiting for pending (Work.After)
 	hold    []bool      // per replica: keep Persist waiting
 	sent    [][]sent    // per replica: what left, and how many records were durable then
 }
@@ -100,7 +101,7 @@ func newTestCluster(t *testing.T, n int) *cluster {
 	ck := sch.DeriveKey([]byte("client-1"))
 	ring.Clients[1] = ck.Public()
 	c := &cluster{t: t, n: n, client: &pbft.KeySigner{Cluster: "driver-test", Key: ck},
-		pending: make([][]Durable, n), hold: make([]bool, n), sent: make([][]sent, n)}
+		pending: make([][]Durable, n), later: make([][]Work, n), hold: make([]bool, n), sent: make([][]sent, n)}
 	for i := 0; i < n; i++ {
 		cfg := pbft.DefaultConfig(pbft.ReplicaID(i), n, signers[i])
 		cfg.CheckpointInterval, cfg.LogWindow, cfg.MaxBatchRequests = 2, 4, 1
@@ -129,6 +130,11 @@ func (c *cluster) flush(i int) {
 		if !c.hold[i] {
 			c.release(i)
 		}
+		if len(c.pending[i]) > 0 {
+			// As the runtime's executor does: work waits for the records before it.
+			c.later[i] = append(c.later[i], work...)
+			return
+		}
 		if err := c.drvs[i].ApplyAll(c.apps[i], work); err != nil {
 			c.t.Fatalf("replica %d: %v", i, err)
 		}
@@ -137,12 +143,18 @@ func (c *cluster) flush(i int) {
 
 // release lets replica i's held writes finish, and their messages leave.
 func (c *cluster) release(i int) {
-	items := c.pending[i]
-	c.pending[i] = nil
+	items, work := c.pending[i], c.later[i]
+	c.pending[i], c.later[i] = nil, nil
 	if len(items) > 0 {
 		if err := c.drvs[i].Persist(items); err != nil {
 			c.t.Fatalf("replica %d: %v", i, err)
 		}
+	}
+	if len(work) > 0 {
+		if err := c.drvs[i].ApplyAll(c.apps[i], work); err != nil {
+			c.t.Fatalf("replica %d: %v", i, err)
+		}
+		c.flush(i)
 	}
 }
 
@@ -230,28 +242,42 @@ func TestMessagesLeaveOnlyAfterTheirRecordsAreDurable(t *testing.T) {
 	}
 }
 
-// Replies leave at once: they report a batch committed by a quorum, and no record of
-// this replica vouches for them, so a held disk must not hold them.
-func TestRepliesLeaveBeforeTheRecordsAreDurable(t *testing.T) {
+// A batch runs only once every record emitted before it is durable: the core counts
+// its own COMMIT towards committed-local as soon as it signs it, and a batch run (and
+// answered) before that COMMIT and its prepared certificate are on disk could be
+// forgotten by a crash while the client holds the answer. The red team's rt3-earlyexec
+// broke agreement that way. Replies still leave without waiting for a disk: by then the
+// batch they answer was run on durable votes.
+func TestABatchRunsOnlyOnceTheRecordsBeforeItAreDurable(t *testing.T) {
 	c := newTestCluster(t, 4)
 	c.request(1, kvstore.Put("a", []byte("1")))
 	c.deliver()
 	c.hold[2] = true
 	c.request(2, kvstore.Put("b", []byte("2")))
-	// Replica 2's own votes wait, but the other three commit without them and so
-	// does replica 2 (it holds their commits): its reply must not wait for its disk.
 	replies := c.deliver()
+	for _, r := range replies {
+		if r.Msg.From == 2 {
+			t.Fatal("replica 2 answered a batch while its own votes for it were not durable")
+		}
+	}
+	if len(c.later[2]) == 0 || c.drvs[2].Core().Status().Executed != 1 {
+		t.Fatalf("replica 2 ran the batch before its records were durable (executed %d)", c.drvs[2].Core().Status().Executed)
+	}
+	// The driver refuses to run it early, whoever calls.
+	if _, err := c.drvs[2].Apply(c.apps[2], c.later[2][0]); err == nil || !strings.Contains(err.Error(), "before its records are durable") {
+		t.Fatalf("Apply before the records are durable: %v", err)
+	}
+	c.hold[2] = false
+	c.release(2)
+	replies = c.deliver()
 	from2 := false
 	for _, r := range replies {
 		if r.Msg.From == 2 {
 			from2 = true
 		}
 	}
-	if !from2 {
-		t.Fatal("replica 2, with its disk held, sent no reply for a committed request")
-	}
-	if len(c.pending[2]) == 0 {
-		t.Fatal("replica 2's records were not held: the test shows nothing")
+	if st := c.drvs[2].Core().Status(); st.Executed != 2 || !from2 {
+		t.Fatalf("once durable, replica 2 executed %d and replied %v", st.Executed, from2)
 	}
 }
 

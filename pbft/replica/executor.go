@@ -20,13 +20,16 @@ type executor struct {
 	mu    sync.Mutex
 	queue []driver.Work
 	kick  chan struct{}
+	// durable is kicked by the persister after each durable write: an item waits for
+	// the records emitted before it (driver.Work.After).
+	durable chan struct{}
 	// err is the first application failure (a snapshot that cannot be taken, a state
 	// that does not restore, a panic); the executor stops at it.
 	err error
 }
 
 func newExecutor(a app.Application, d *driver.Driver, results chan<- pbft.Executed) *executor {
-	return &executor{app: a, drv: d, results: results, kick: make(chan struct{}, 1)}
+	return &executor{app: a, drv: d, results: results, kick: make(chan struct{}, 1), durable: make(chan struct{}, 1)}
 }
 
 func (e *executor) push(work []driver.Work) {
@@ -46,6 +49,13 @@ func (e *executor) run(quit <-chan struct{}) {
 		e.queue = nil
 		e.mu.Unlock()
 		for _, it := range items {
+			for e.drv.Persisted() < it.After {
+				select {
+				case <-e.durable:
+				case <-quit:
+					return
+				}
+			}
 			ex, err := e.drv.Apply(e.app, it)
 			if err != nil {
 				e.mu.Lock()
@@ -68,6 +78,14 @@ func (e *executor) run(quit <-chan struct{}) {
 		case <-quit:
 			return
 		}
+	}
+}
+
+// persisted tells the executor that more records are durable.
+func (e *executor) persisted() {
+	select {
+	case e.durable <- struct{}{}:
+	default:
 	}
 }
 

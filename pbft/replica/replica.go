@@ -597,6 +597,7 @@ func (r *Replica) persist() {
 			r.fail(err)
 			return
 		}
+		r.exec.persisted()
 	}
 }
 

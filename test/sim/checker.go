@@ -28,6 +28,7 @@ type checker struct {
 	ckptAt   map[uint64]ckptWitness   // checkpoint digests of correct replicas
 	submit   map[crypto.Digest]bool   // validity: requests clients really signed
 	lastSeq  []uint64                 // per replica: the last seq executed or installed
+	adopted  []uint64                 // per replica: the highest certified state its core took
 	seqOf    map[reqKey]executedAt    // the seq at which each request executed
 	// signed is, per correct replica, the digest of each PRE-PREPARE, PREPARE and
 	// COMMIT it signed, by (type, view, seq): across its crashes too.
@@ -66,6 +67,7 @@ func newChecker(n int, correct []bool, res *Result) *checker {
 		ckptAt:   make(map[uint64]ckptWitness),
 		submit:   make(map[crypto.Digest]bool),
 		lastSeq:  make([]uint64, n),
+		adopted:  make([]uint64, n),
 		seqOf:    make(map[reqKey]executedAt),
 		signed:   make([]map[signedSlot]crypto.Digest, n),
 	}
@@ -134,6 +136,13 @@ func (c *checker) onExecute(replica int, b *pbft.Batch, results [][]byte) {
 // onInstall records that replica jumped to checkpoint seq by state transfer (the
 // requests before it were executed elsewhere and arrive with the state). A correct
 // replica only ever moves forward.
+// onAdopt records that replica's core took the certified state at checkpoint seq (its
+// Install emitted): durable with its stable record from then on, though its application
+// may load it only later (after the disk), or never if it crashes first.
+func (c *checker) onAdopt(replica int, seq uint64) {
+	c.adopted[replica] = max(c.adopted[replica], seq)
+}
+
 func (c *checker) onInstall(replica int, seq uint64) {
 	if seq <= c.lastSeq[replica] {
 		c.violate("order: replica %d installed checkpoint n=%d after executing n=%d", replica, seq, c.lastSeq[replica])
@@ -145,7 +154,7 @@ func (c *checker) onInstall(replica int, seq uint64) {
 // checkpoint: it never executed less, and what it executed after seq is gone from its
 // state and will run again.
 func (c *checker) onRestart(replica int, seq uint64) {
-	if seq > c.lastSeq[replica] {
+	if seq > c.lastSeq[replica] && seq > c.adopted[replica] {
 		c.violate("restart: replica %d restored checkpoint n=%d beyond what it executed (n=%d)", replica, seq, c.lastSeq[replica])
 	}
 	c.lastSeq[replica] = seq

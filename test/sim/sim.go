@@ -535,7 +535,7 @@ func (w *world) run() {
 	if len(w.res.Violations) == 0 && w.converged() {
 		states := map[int][]byte{}
 		for i, nd := range w.nodes[:w.n] {
-			if r, ok := nd.(*replicaNode); ok && r.core.Status().Executed == w.maxExecuted() {
+			if r, ok := nd.(*replicaNode); ok && r.core.Status().Executed == w.maxExecuted() && len(r.later) == 0 {
 				if st, err := r.app.Snapshot(); err == nil {
 					states[i] = st
 				}
@@ -621,6 +621,9 @@ func (w *world) converged() bool {
 		}
 		st := r.core.Status()
 		switch {
+		case len(r.later) > 0:
+			// Its application is behind its core (work waits for the disk): not yet.
+			return false
 		case st.Active && st.Executed != m && !(st.Executed >= stable && w.splitOff(r.id, st.View, st.Executed+1)):
 			return false
 		case !st.Active && st.Executed < stable:
@@ -672,6 +675,8 @@ type replicaNode struct {
 	// not yet made durable (with Options.DiskDelay): lost, or torn, by a crash; its
 	// messages wait for it.
 	pending []driver.Durable
+	// later is work that waits for pending to be durable (driver.Work.After).
+	later   []driver.Work
 	syncing bool   // a sync event is queued
 	syncGen uint64 // which one: a crash forgets it
 	// down is true between a crash and the restart: no ticks, frames to it are lost.
@@ -706,6 +711,9 @@ func (r *replicaNode) attach(core *pbft.Replica) {
 				r.w.rt3.onInstall(r, in, own)
 			}
 			if own {
+				if r.w.opts.Trace != nil {
+					r.w.trace("r%d installs its own checkpoint n=%d", r.id, in.Seq)
+				}
 				return
 			}
 			r.w.res.StateTransfers++
@@ -774,7 +782,7 @@ func (r *replicaNode) crash() {
 			r.disk.Append(recs[:k])
 		}
 	}
-	r.pending, r.syncing = nil, false
+	r.pending, r.later, r.syncing = nil, nil, false
 }
 
 // restart rebuilds the replica from its records alone, as the runtime does after a
@@ -866,6 +874,15 @@ func (r *replicaNode) flush() {
 				}
 			}
 		}
+		for _, w := range work {
+			if w.Install != nil && !w.Own {
+				r.w.check.onAdopt(r.id, w.Install.Seq)
+			}
+		}
+		if len(r.pending) > 0 {
+			r.later = append(r.later, work...)
+			break
+		}
 		if err := r.drv.ApplyAll(r.app, work); err != nil {
 			r.w.check.violate("replica %d: %v", r.id, err)
 			return
@@ -884,9 +901,16 @@ func (r *replicaNode) sync(gen uint64) {
 	if r.down || !r.syncing || gen != r.syncGen {
 		return
 	}
-	items := r.pending
-	r.pending, r.syncing = nil, false
+	items, work := r.pending, r.later
+	r.pending, r.later, r.syncing = nil, nil, false
 	if err := r.drv.Persist(items); err != nil {
 		r.w.check.violate("replica %d: %v", r.id, err)
+		return
 	}
+	// The work that waited for these records runs now, and what it produces goes on.
+	if err := r.drv.ApplyAll(r.app, work); err != nil {
+		r.w.check.violate("replica %d: %v", r.id, err)
+		return
+	}
+	r.flush()
 }

@@ -164,16 +164,35 @@ func TestBrokenInvariantIsReportedAsAViolationWithItsReplay(t *testing.T) {
 // relays, equivocation at the NEW-VIEW's max-s edge. Kept out of "all" so that the
 // other sweeps keep their seeds.
 func TestSafetyAndLivenessAgainstTheRedTeamsStrategies(t *testing.T) {
-	for _, strategy := range RedTeamStrategies {
+	for _, strategy := range append(append([]string{}, RedTeamStrategies...), RedTeam3Strategies...) {
 		for _, cfg := range []struct{ n, b int }{{4, 1}, {7, 2}} {
 			t.Run(fmt.Sprintf("%s/n=%d", strategy, cfg.n), func(t *testing.T) {
 				t.Parallel()
 				o := DefaultOptions()
 				o.Strategy, o.Replicas, o.Byzantine, o.FaultyPrimary = strategy, cfg.n, cfg.b, cfg.n == 7
 				o.FastCrypto = true
+				if strings.HasPrefix(strategy, "rt3-") {
+					// Aimed at the durability rules: slow disks and crashes.
+					o.Crashes, o.DiskDelay = 3, 20
+				}
 				sweep(t, o, seeds(*sweepSeeds*2/5))
 			})
 		}
+	}
+}
+
+// With slow disks (durable writes take up to two ticks while the replica goes on),
+// writes torn by crashes and three crashes a seed, through the runtime's own driver:
+// messages wait for their records, batches for the records before them.
+func TestSafetyAndLivenessWithSlowDisksAndTornWrites(t *testing.T) {
+	for _, fp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("faulty-primary=%v", fp), func(t *testing.T) {
+			t.Parallel()
+			o := DefaultOptions()
+			o.FaultyPrimary, o.Crashes, o.DiskDelay, o.TornWrites = fp, 3, 20, true
+			o.FastCrypto = true
+			sweep(t, o, seeds(*sweepSeeds/2))
+		})
 	}
 }
 
