@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/pbftkit/pbft/app/kvstore"
 	"github.com/pbftkit/pbft/crypto"
@@ -67,6 +68,7 @@ type byzantine struct {
 	mut         *mutator        // mutate
 	rt          *redTeam        // rt-... (redteam.go)
 	rt3         *redTeam3       // rt3-... (redteam3.go)
+	rt4         *redTeam4       // rt4-... (redteam4.go)
 }
 
 // slot is a (view, seq) pair.
@@ -93,8 +95,12 @@ func newByzantine(w *world, id int, strategy string, cfg pbft.Config) (*byzantin
 	if isRedTeam(strategy) {
 		b.rt = newRedTeam(b)
 	}
-	if isRedTeam3(strategy) {
+	if isRedTeam3(strategy) || strings.HasPrefix(strategy, "rt4-earlycommit") {
 		b.rt3 = newRedTeam3(b)
+	}
+	if isRedTeam4(strategy) {
+		w.coalition4()
+		b.rt4 = &redTeam4{b: b}
 	}
 	switch strategy {
 	case "silent", "silent-primary", "garbage":
@@ -228,6 +234,9 @@ func (b *byzantine) emit(out pbft.Outbound) {
 		return
 	}
 	if b.rt3 != nil && b.rt3.emit(out) {
+		return
+	}
+	if b.rt4 != nil && b.rt4.emit(out) {
 		return
 	}
 	switch b.strategy {

@@ -40,7 +40,7 @@ var RedTeamStrategies = []string{"rt-slowloris", "rt-slowloris-mute", "rt-oldcer
 
 // KnownStrategy reports whether s names a strategy the simulator can run.
 func KnownStrategy(s string) bool {
-	return slices.Contains(Strategies, s) || slices.Contains(RedTeamStrategies, s) || slices.Contains(RedTeam3Strategies, s)
+	return slices.Contains(Strategies, s) || slices.Contains(RedTeamStrategies, s) || slices.Contains(RedTeam3Strategies, s) || slices.Contains(RedTeam4Strategies, s)
 }
 
 // redTeam is the state of a red-team strategy.

@@ -98,7 +98,7 @@ func (w *world) coalition3() *rt3Coalition {
 			c.faulty[i] = w.res.Strategies[i] != ""
 		}
 		for i := 0; i < w.n; i++ {
-			if w.res.Strategies[i] == "rt3-earlyexec-nocrash" {
+			if w.res.Strategies[i] == "rt3-earlyexec-nocrash" || strings.HasPrefix(w.res.Strategies[i], "rt4-earlycommit") {
 				c.noCrash = true
 			}
 			if w.res.Strategies[i] == "rt3-crashstorm" {
@@ -255,7 +255,9 @@ func (rt *redTeam3) observeEarly(m pbft.Message) bool {
 
 func (rt *redTeam3) tick() {}
 
-func (rt *redTeam3) isEarly() bool { return strings.HasPrefix(rt.b.strategy, "rt3-earlyexec") }
+func (rt *redTeam3) isEarly() bool {
+	return strings.HasPrefix(rt.b.strategy, "rt3-earlyexec") || strings.HasPrefix(rt.b.strategy, "rt4-earlycommit")
+}
 
 // emit sees each outbound message of the core; true means it took care of it.
 func (rt *redTeam3) emit(out pbft.Outbound) bool {

@@ -181,6 +181,8 @@ type world struct {
 	vcDone  map[uint64]bool
 	// rt3 is the red team's coalition state and its crash scenario (redteam3.go).
 	rt3 *rt3Coalition
+	// rt4 is the fourth red team's crash scenario (redteam4.go).
+	rt4 *rt4Coalition
 }
 
 func (w *world) ticks() int64 { return w.now / tickUnits }
@@ -881,6 +883,10 @@ func (r *replicaNode) flush() {
 		}
 		if len(r.pending) > 0 {
 			r.later = append(r.later, work...)
+			if r.w.rt4 != nil && r.w.rt4.onDefer(r, work) {
+				r.crash()
+				return
+			}
 			break
 		}
 		if err := r.drv.ApplyAll(r.app, work); err != nil {
@@ -905,6 +911,10 @@ func (r *replicaNode) sync(gen uint64) {
 	r.pending, r.later, r.syncing = nil, nil, false
 	if err := r.drv.Persist(items); err != nil {
 		r.w.check.violate("replica %d: %v", r.id, err)
+		return
+	}
+	if r.w.rt4 != nil && r.w.rt4.afterPersist(r, items, work) {
+		r.crash()
 		return
 	}
 	// The work that waited for these records runs now, and what it produces goes on.
