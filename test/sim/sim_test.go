@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -164,18 +165,18 @@ func TestBrokenInvariantIsReportedAsAViolationWithItsReplay(t *testing.T) {
 // relays, equivocation at the NEW-VIEW's max-s edge. Kept out of "all" so that the
 // other sweeps keep their seeds.
 func TestSafetyAndLivenessAgainstTheRedTeamsStrategies(t *testing.T) {
-	for _, strategy := range append(append([]string{}, RedTeamStrategies...), RedTeam3Strategies...) {
+	for _, strategy := range slices.Concat(RedTeamStrategies, RedTeam3Strategies, RedTeam4Strategies) {
 		for _, cfg := range []struct{ n, b int }{{4, 1}, {7, 2}} {
 			t.Run(fmt.Sprintf("%s/n=%d", strategy, cfg.n), func(t *testing.T) {
 				t.Parallel()
 				o := DefaultOptions()
 				o.Strategy, o.Replicas, o.Byzantine, o.FaultyPrimary = strategy, cfg.n, cfg.b, cfg.n == 7
 				o.FastCrypto = true
-				if strings.HasPrefix(strategy, "rt3-") {
+				if strings.HasPrefix(strategy, "rt3-") || strings.HasPrefix(strategy, "rt4-") {
 					// Aimed at the durability rules: slow disks and crashes.
 					o.Crashes, o.DiskDelay = 3, 20
 				}
-				sweep(t, o, seeds(*sweepSeeds*2/5))
+				sweep(t, o, seeds(*sweepSeeds/5))
 			})
 		}
 	}
