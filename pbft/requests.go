@@ -24,12 +24,9 @@ func newRequestQueue(perClient int) requestQueue {
 	return requestQueue{set: make(map[crypto.Digest]bool), per: make(map[ClientID]int), perClient: perClient}
 }
 
-func (q *requestQueue) len() int                    { return len(q.reqs) }
-func (q *requestQueue) has(d crypto.Digest) bool    { return q.set[d] }
-func (q *requestQueue) full(c ClientID) bool        { return q.per[c] >= q.perClient }
-func (q *requestQueue) queuedBytes() int            { return q.bytes }
-func (q *requestQueue) waiting() []*RequestMsg      { return q.reqs }
-func (q *requestQueue) clientQueued(c ClientID) int { return q.per[c] }
+func (q *requestQueue) len() int             { return len(q.reqs) }
+func (q *requestQueue) full(c ClientID) bool { return q.per[c] >= q.perClient }
+func (q *requestQueue) queuedBytes() int     { return q.bytes }
 
 // add queues m; it reports false if m's client already has perClient requests queued.
 // A request already queued is not queued twice (and reported true).
@@ -90,9 +87,7 @@ func newWatchSet(perClient int) watchSet {
 	return watchSet{reqs: make(map[crypto.Digest]*RequestMsg), per: make(map[ClientID]int), perClient: perClient}
 }
 
-func (w *watchSet) len() int                        { return len(w.reqs) }
-func (w *watchSet) has(d crypto.Digest) bool        { return w.reqs[d] != nil }
-func (w *watchSet) get(d crypto.Digest) *RequestMsg { return w.reqs[d] }
+func (w *watchSet) len() int { return len(w.reqs) }
 
 // add watches m; false if its client already has perClient watched (m is not).
 func (w *watchSet) add(m *RequestMsg) bool {

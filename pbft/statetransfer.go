@@ -79,22 +79,42 @@ func (r *Replica) installSaved(sc *StableCheckpoint) bool {
 	if !ok || sc.Seq <= r.emitted || (r.pendingInstall != nil && r.pendingInstall.sc.Seq >= sc.Seq) {
 		return false
 	}
-	var cs CheckpointState
-	if unmarshalCanonical(state, &cs) != nil || StateDigest(cs.App, cs.Clients) != sc.State {
+	w, reason := r.checkedState(sc, state)
+	if reason != "" {
 		return false // what it signed is not what was certified: fetch the certified state
+	}
+	r.awaitInstall(w)
+	return true
+}
+
+// checkedState decodes an encoded CheckpointState for certified checkpoint sc, fetched
+// or from this replica's own records: it must digest to sc.State and hold a valid client
+// table. reason, the drop reason of a state response, says why not.
+func (r *Replica) checkedState(sc *StableCheckpoint, state []byte) (*installWait, string) {
+	var cs CheckpointState
+	if err := unmarshalCanonical(state, &cs); err != nil {
+		return nil, "state response with malformed state"
+	}
+	if StateDigest(cs.App, cs.Clients) != sc.State {
+		return nil, "state response does not match the certified digest"
 	}
 	table, err := restoreClientTable(r.cfg.ReplyWindow, cs.Clients)
 	if err != nil {
-		return false
+		return nil, "state response with an invalid client table"
 	}
-	if r.transfer != nil && r.transfer.target.Seq <= sc.Seq {
+	return &installWait{sc: sc, state: state, app: cs.App, table: table}, ""
+}
+
+// awaitInstall holds a checked state until the batches still executing are done, then
+// installs it; a transfer towards it (or below) is over.
+func (r *Replica) awaitInstall(w *installWait) {
+	if r.transfer != nil && r.transfer.target.Seq <= w.sc.Seq {
 		r.transfer = nil
 	}
-	r.pendingInstall = &installWait{sc: sc, state: state, app: cs.App, table: table}
+	r.pendingInstall = w
 	if r.executed == r.emitted {
 		r.finishInstall()
 	}
-	return true
 }
 
 // newStateTransfer sets up a transfer towards sc unless one is under way; it reports
@@ -340,30 +360,13 @@ func (r *Replica) onStateResponse(m *StateResponseMsg) {
 	if !done {
 		return
 	}
-	var cs CheckpointState
-	if err := unmarshalCanonical(state, &cs); err != nil {
-		r.drop(m, "state response with malformed state")
+	w, reason := r.checkedState(sc, state)
+	if reason != "" {
+		r.drop(m, reason)
 		r.retryTransfer(sc)
 		return
 	}
-	if StateDigest(cs.App, cs.Clients) != d {
-		r.drop(m, "state response does not match the certified digest")
-		r.retryTransfer(sc)
-		return
-	}
-	table, err := restoreClientTable(r.cfg.ReplyWindow, cs.Clients)
-	if err != nil {
-		r.drop(m, "state response with an invalid client table")
-		r.retryTransfer(sc)
-		return
-	}
-	if r.transfer != nil && r.transfer.target.Seq <= resp.Seq {
-		r.transfer = nil
-	}
-	r.pendingInstall = &installWait{sc: sc, state: state, app: cs.App, table: table}
-	if r.executed == r.emitted {
-		r.finishInstall()
-	}
+	r.awaitInstall(w)
 }
 
 // assemble adds one chunk of certified checkpoint sc to the transfer and returns the

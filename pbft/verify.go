@@ -204,6 +204,22 @@ func init() {
 	})
 }
 
+// openNested opens the signed messages of one type t that a NEW-VIEW for view carries.
+func openNested[M Message](v *Verifier, view uint64, what string, t MsgType, list []Signed) ([]M, error) {
+	out := make([]M, len(list))
+	for i := range list {
+		if list[i].Type != t {
+			return nil, malformed("new-view v=%d %s %d is a %s", view, what, i, list[i].Type)
+		}
+		m, err := v.open(&list[i])
+		if err != nil {
+			return nil, fmt.Errorf("new-view v=%d: %w", view, err)
+		}
+		out[i] = m.(M)
+	}
+	return out, nil
+}
+
 // openRequest opens a client's request: the cheap checks (the client signs as itself, the
 // op within its limit) come before the client's signature.
 func openRequest(v *Verifier, s *Signed) (Message, error) {
@@ -228,27 +244,13 @@ func openNewView(v *Verifier, s *Signed, b *NewView) (Message, error) {
 	if len(b.ViewChanges) > v.Limits.MaxReplicas || len(b.PrePrepares) > v.Limits.MaxPrepared {
 		return nil, malformed("new-view v=%d too large", b.View)
 	}
-	vcs := make([]*ViewChangeMsg, len(b.ViewChanges))
-	for i := range b.ViewChanges {
-		if b.ViewChanges[i].Type != MsgViewChange {
-			return nil, malformed("new-view v=%d entry %d is a %s", b.View, i, b.ViewChanges[i].Type)
-		}
-		m, err := v.open(&b.ViewChanges[i])
-		if err != nil {
-			return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
-		}
-		vcs[i] = m.(*ViewChangeMsg)
+	vcs, err := openNested[*ViewChangeMsg](v, b.View, "entry", MsgViewChange, b.ViewChanges)
+	if err != nil {
+		return nil, err
 	}
-	pps := make([]*PrePrepareMsg, len(b.PrePrepares))
-	for i := range b.PrePrepares {
-		if b.PrePrepares[i].Type != MsgPrePrepare {
-			return nil, malformed("new-view v=%d pre-prepare %d is a %s", b.View, i, b.PrePrepares[i].Type)
-		}
-		m, err := v.open(&b.PrePrepares[i])
-		if err != nil {
-			return nil, fmt.Errorf("new-view v=%d: %w", b.View, err)
-		}
-		pps[i] = m.(*PrePrepareMsg)
+	pps, err := openNested[*PrePrepareMsg](v, b.View, "pre-prepare", MsgPrePrepare, b.PrePrepares)
+	if err != nil {
+		return nil, err
 	}
 	return &NewViewMsg{Signed: *s, NewView: *b, ViewChanges: vcs, PrePrepares: pps}, nil
 }

@@ -59,7 +59,6 @@ type Transport interface {
 type Observer struct {
 	Drop     func(d pbft.Drop)                     // Advance: input the core rejected
 	Stable   func(s *pbft.StableCheckpoint)        // Advance: the stable checkpoint advanced
-	Sent     func(out *pbft.Outbound)              // Advance or Persist: a message left
 	Install  func(in *pbft.Install, own bool)      // Apply: state loaded (own: from this replica's records)
 	Executed func(b *pbft.Batch, results [][]byte) // Apply: a batch ran
 }
@@ -209,12 +208,7 @@ func (d *Driver) Persist(items []Durable) error {
 	return nil
 }
 
-func (d *Driver) send(out *pbft.Outbound) {
-	d.tr.Send(out)
-	if d.obs.Sent != nil {
-		d.obs.Sent(out)
-	}
-}
+func (d *Driver) send(out *pbft.Outbound) { d.tr.Send(out) }
 
 // Apply runs one Work item on a: it installs a state (and returns nil) or runs a batch
 // and returns its result for Executed. An error (a state that does not restore, a

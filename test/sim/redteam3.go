@@ -153,7 +153,8 @@ func (c *rt3Coalition) onExecuted(r *replicaNode, b *pbft.Batch, results [][]byt
 	if c.noCrash || !c.planned || c.fired || r.id != c.victim || b.View != c.view || len(b.Requests) == 0 {
 		return
 	}
-	for _, rec := range r.disk.recs {
+	kept, _ := r.disk.MemStorage.Load()
+	for _, rec := range kept {
 		if rec.Kind == pbft.RecordPrepared && rec.Seq == b.Seq && rec.View == b.View {
 			return
 		}

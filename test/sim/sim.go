@@ -573,7 +573,8 @@ func (w *world) crashOrRestart(e *event) {
 		w.res.Restarts++
 		if w.opts.Trace != nil {
 			st := r.core.Status()
-			w.trace("r%d restarts from %d records at n=%d view %d (active %v)", r.id, len(r.disk.recs), st.Executed, st.View, st.Active)
+			kept, _ := r.disk.MemStorage.Load()
+			w.trace("r%d restarts from %d records at n=%d view %d (active %v)", r.id, len(kept), st.Executed, st.View, st.Active)
 		}
 	}
 }
@@ -751,19 +752,15 @@ func (t simTransport) Send(out *pbft.Outbound) {
 	r.w.sendOut(r.id, *out)
 }
 
-// simDisk is a correct replica's durable records. Load hands them back through their
-// storage encoding, as a real store does.
-type simDisk struct{ recs []pbft.Record }
+// simDisk is a correct replica's durable records: the driver's in-memory store, whose
+// Load hands them back through their storage encoding, as a real store does.
+type simDisk struct{ driver.MemStorage }
 
-func (d *simDisk) Append(recs []pbft.Record) error { d.recs = append(d.recs, recs...); return nil }
-func (d *simDisk) Compact(keep []pbft.Record) error {
-	d.recs = append([]pbft.Record(nil), keep...)
-	return nil
-}
 func (d *simDisk) Load() ([]pbft.Record, error) {
-	recs := make([]pbft.Record, len(d.recs))
-	for i := range d.recs {
-		if err := pbft.Unmarshal(pbft.Marshal(d.recs[i]), &recs[i]); err != nil {
+	kept, _ := d.MemStorage.Load()
+	recs := make([]pbft.Record, len(kept))
+	for i := range kept {
+		if err := pbft.Unmarshal(pbft.Marshal(kept[i]), &recs[i]); err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 	}
